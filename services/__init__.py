@@ -1,0 +1,1 @@
+"""camel-chat services; each one starts with ``python -m services.<name>``."""

@@ -1,0 +1,1 @@
+"""Control plane: worker registry in Redis, dispatch, and the worker-protocol proxy."""

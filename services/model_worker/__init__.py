@@ -1,0 +1,1 @@
+"""Model worker: serves one model over the FastChat worker protocol."""

@@ -1,0 +1,114 @@
+"""Start a model worker: ``python -m services.model_worker --model-path <folder or hub id>``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from services.model_worker.app import create_app
+from services.model_worker.engine import ModelEngine
+from services.model_worker.loader import ModelLoadError, load_model
+from services.model_worker.template_choice import conversation_for
+from shared.logging_setup import configure_logging
+from shared.settings import CommonSettings, WorkerSettings, default_model_dir
+
+log = logging.getLogger(__name__)
+
+
+def add_model_args(parser: argparse.ArgumentParser, settings: WorkerSettings) -> None:
+    """Model-loading flags shared by the worker and the terminal chat."""
+    parser.add_argument(
+        "--model-path",
+        default=settings.model_path or str(default_model_dir()),
+        help="local Hugging Face folder or Hub id (default: the embedded SmolLM2 model)",
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=settings.device)
+    parser.add_argument(
+        "--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=settings.dtype
+    )
+    parser.add_argument("--load-8bit", action="store_true", default=settings.load_8bit)
+    parser.add_argument("--load-4bit", action="store_true", default=settings.load_4bit)
+    parser.add_argument(
+        "--conv-template",
+        default=settings.conv_template,
+        help="vicuna_v1.1, one_shot or chat_template (default: chosen from the model)",
+    )
+
+
+def model_names_for(model_path: str, names: str) -> list[str]:
+    if names:
+        return [n.strip() for n in names.split(",") if n.strip()]
+    return [Path(model_path.rstrip("/")).name]
+
+
+def advertised_address(host: str, port: int, address: str) -> str:
+    if address:
+        return address.rstrip("/")
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://{host}:{port}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    common, settings = CommonSettings(), WorkerSettings()
+    parser = argparse.ArgumentParser(description="camel-chat model worker")
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument(
+        "--worker-address",
+        default=settings.address,
+        help="URL the controller and clients use to reach this worker (default: from host/port)",
+    )
+    parser.add_argument("--controller-address", default=common.controller_address)
+    add_model_args(parser, settings)
+    parser.add_argument(
+        "--model-names",
+        default=settings.model_names,
+        help="comma-separated names to serve under (default: the model folder's name)",
+    )
+    parser.add_argument(
+        "--limit-model-concurrency", type=int, default=settings.limit_model_concurrency
+    )
+    parser.add_argument("--stream-interval", type=int, default=settings.stream_interval)
+    parser.add_argument("--heart-beat-interval", type=float, default=settings.heart_beat_interval)
+    parser.add_argument("--no-register", action="store_true", default=settings.no_register)
+    parser.add_argument("--seed", type=int, default=settings.seed)
+    parser.add_argument("--log-level", default=common.log_level)
+    args = parser.parse_args(argv)
+    configure_logging("model_worker", args.log_level)
+
+    if args.seed is not None:
+        import transformers
+
+        transformers.set_seed(args.seed)
+    try:
+        loaded = load_model(
+            args.model_path, args.device, args.dtype, args.load_8bit, args.load_4bit
+        )
+        conversation = conversation_for(args.model_path, loaded.tokenizer, args.conv_template)
+    except (ModelLoadError, ValueError, KeyError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    engine = ModelEngine(
+        loaded,
+        model_names_for(args.model_path, args.model_names),
+        conversation,
+        limit_concurrency=args.limit_model_concurrency,
+        stream_interval=args.stream_interval,
+    )
+    address = advertised_address(args.host, args.port, args.worker_address)
+    app = create_app(
+        engine,
+        worker_address=address,
+        controller_address=args.controller_address,
+        heart_beat_interval=args.heart_beat_interval,
+        register=not args.no_register,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()

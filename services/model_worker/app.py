@@ -1,0 +1,94 @@
+"""HTTP routes of the model worker (FastChat worker protocol, spec §4.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+from services.model_worker.engine import ModelEngine
+from services.model_worker.registration import ControllerLink
+from shared.http_errors import install_error_handlers
+from shared.schemas import CountTokenRequest, GenerateParams, WorkerStatus
+from shared.worker_protocol import encode_chunk
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    engine: ModelEngine,
+    worker_address: str,
+    controller_address: str,
+    heart_beat_interval: float = 2.0,
+    register: bool = True,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        async with httpx.AsyncClient() as client:
+            if register:
+                link = ControllerLink(
+                    client,
+                    controller_address,
+                    worker_address,
+                    engine.status,
+                    heart_beat_interval,
+                )
+                task = asyncio.create_task(link.run(), name="controller-link")
+            log.info(
+                "event=worker_started address=%s models=%s", worker_address, engine.model_names
+            )
+            yield
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        engine.shutdown()
+
+    app = FastAPI(title="camel-chat model worker", lifespan=lifespan)
+    install_error_handlers(app)
+
+    async def stream_body(params: GenerateParams) -> AsyncIterator[bytes]:
+        async for chunk in engine.stream(params):
+            yield encode_chunk(chunk)
+
+    async def generate_stream(params: GenerateParams, request: Request) -> StreamingResponse:
+        engine.validate(params)
+        return StreamingResponse(stream_body(params), media_type="application/octet-stream")
+
+    async def generate(params: GenerateParams) -> dict:
+        engine.validate(params)
+        return await engine.generate(params)
+
+    app.post("/worker_generate_stream")(generate_stream)
+    app.post("/worker_generate_completion_stream")(generate_stream)
+    app.post("/worker_generate")(generate)
+    app.post("/worker_generate_completion")(generate)
+
+    @app.post("/worker_get_status")
+    async def worker_get_status() -> WorkerStatus:
+        return engine.status()
+
+    @app.post("/count_token")
+    async def count_token(body: CountTokenRequest) -> dict:
+        return {"count": engine.count_tokens(body.prompt), "error_code": 0}
+
+    @app.post("/model_details")
+    async def model_details() -> dict:
+        return {"context_length": engine.context_len}
+
+    @app.post("/worker_get_conv_template")
+    async def worker_get_conv_template() -> dict:
+        return {"conv": engine.conversation.dict()}
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", **engine.status().model_dump()}
+
+    return app

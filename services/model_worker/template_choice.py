@@ -1,0 +1,33 @@
+"""Pick the conversation template a served model gets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.conversation import (
+    Conversation,
+    chat_template_conversation,
+    default_template_name,
+    get_conv_template,
+)
+
+CHAT_TEMPLATE = "chat_template"
+
+
+def special_tokens_of(tokenizer: Any) -> dict[str, str]:
+    names = ("bos_token", "eos_token", "unk_token", "pad_token")
+    return {name: str(getattr(tokenizer, name)) for name in names if getattr(tokenizer, name)}
+
+
+def conversation_for(model_path: str, tokenizer: Any, override: str = "") -> Conversation:
+    """``override`` names a registered template or ``chat_template``; empty means automatic."""
+    has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+    name = override or default_template_name(model_path, has_chat_template)
+    if name == CHAT_TEMPLATE:
+        if not has_chat_template:
+            raise ValueError(f"the tokenizer of {model_path} has no chat template")
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        return chat_template_conversation(
+            tokenizer.chat_template, special_tokens_of(tokenizer), eos
+        )
+    return get_conv_template(name)

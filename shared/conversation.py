@@ -1,0 +1,270 @@
+"""Conversation templates: how a chat history becomes the prompt a model was trained on.
+
+Three kinds exist:
+- ``vicuna_v1.1``: the CAMEL training and serving format (spec §2.2);
+- ``one_shot``: FastChat's ``### Human:`` fallback with a built-in example (spec §2.3);
+- a model's own tokenizer chat template (Jinja, e.g. ChatML for SmolLM2), carried as source text so
+  that clients can render prompts without loading a tokenizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+
+class SeparatorStyle(enum.StrEnum):
+    ADD_COLON_SINGLE = "add_colon_single"
+    ADD_COLON_TWO = "add_colon_two"
+    CHAT_TEMPLATE = "chat_template"
+
+
+@dataclass
+class Conversation:
+    """A chat history plus the rules that turn it into a prompt."""
+
+    name: str
+    system: str = ""
+    roles: tuple[str, str] = ("USER", "ASSISTANT")
+    messages: list[list[str | None]] = field(default_factory=list)
+    # Leading few-shot messages that belong to the prompt but are not shown to users.
+    offset: int = 0
+    sep_style: SeparatorStyle = SeparatorStyle.ADD_COLON_SINGLE
+    sep: str = "\n"
+    sep2: str | None = None
+    stop_str: str | list[str] | None = None
+    stop_token_ids: list[int] = field(default_factory=list)
+    # Jinja source of a tokenizer chat template (CHAT_TEMPLATE style only).
+    chat_template: str | None = None
+    # Special-token strings the chat template may reference (bos_token, eos_token, ...).
+    special_tokens: dict[str, str] = field(default_factory=dict)
+
+    def append_message(self, role: str, text: str | None) -> None:
+        self.messages.append([role, text])
+
+    def update_last_message(self, text: str | None) -> None:
+        self.messages[-1][1] = text
+
+    def get_prompt(self) -> str:
+        """Render the whole history; an empty last message is the slot the model will fill."""
+        if self.sep_style == SeparatorStyle.CHAT_TEMPLATE:
+            return self._render_chat_template()
+        if self.sep_style == SeparatorStyle.ADD_COLON_SINGLE:
+            seps = [self.sep, self.sep]
+        elif self.sep_style == SeparatorStyle.ADD_COLON_TWO:
+            seps = [self.sep, self.sep2 or ""]
+        else:  # pragma: no cover - enum is exhaustive
+            raise ValueError(f"unknown separator style {self.sep_style}")
+        parts = [self.system, seps[0]]
+        for i, (role, text) in enumerate(self.messages):
+            if text:
+                parts.append(f"{role}: {text}{seps[i % 2]}")
+            else:
+                parts.append(f"{role}:")
+        return "".join(parts)
+
+    def _render_chat_template(self) -> str:
+        if not self.chat_template:
+            raise ValueError(f"template {self.name!r} has no chat_template source")
+        messages = self.to_openai_api_messages(include_few_shot=True)
+        open_slot = bool(self.messages) and not self.messages[-1][1]
+        return render_chat_template(
+            self.chat_template,
+            messages,
+            add_generation_prompt=open_slot,
+            **self.special_tokens,
+        )
+
+    def to_openai_api_messages(self, include_few_shot: bool = False) -> list[dict[str, str]]:
+        """System message first (if any), then user/assistant turns; open slots are skipped."""
+        out: list[dict[str, str]] = []
+        if self.system:
+            out.append({"role": "system", "content": self.system})
+        start = 0 if include_few_shot else self.offset
+        for i, (_, text) in enumerate(self.messages[start:], start=start):
+            if not text:
+                continue
+            out.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+        return out
+
+    def to_chatbot_messages(self) -> list[dict[str, str]]:
+        """Visible history in Gradio's ``type="messages"`` shape."""
+        out = []
+        for i, (_, text) in enumerate(self.messages[self.offset :]):
+            if text is None:
+                continue
+            out.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+        return out
+
+    def num_rounds(self) -> int:
+        return (len(self.messages) - self.offset) // 2
+
+    def copy(self) -> Conversation:
+        return copy.deepcopy(self)
+
+    def dict(self) -> dict[str, Any]:
+        """Full description, enough to rebuild the template on a client (``from_dict``)."""
+        return {
+            "template_name": self.name,
+            "system": self.system,
+            "roles": list(self.roles),
+            "messages": [list(m) for m in self.messages],
+            "offset": self.offset,
+            "sep_style": self.sep_style.value,
+            "sep": self.sep,
+            "sep2": self.sep2,
+            "stop_str": self.stop_str,
+            "stop_token_ids": list(self.stop_token_ids),
+            "chat_template": self.chat_template,
+            "special_tokens": dict(self.special_tokens),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Conversation:
+        return cls(
+            name=data["template_name"],
+            system=data.get("system", ""),
+            roles=tuple(data.get("roles", ("USER", "ASSISTANT"))),  # type: ignore[arg-type]
+            messages=[list(m) for m in data.get("messages", [])],
+            offset=data.get("offset", 0),
+            sep_style=SeparatorStyle(data.get("sep_style", SeparatorStyle.ADD_COLON_SINGLE)),
+            sep=data.get("sep", "\n"),
+            sep2=data.get("sep2"),
+            stop_str=data.get("stop_str"),
+            stop_token_ids=list(data.get("stop_token_ids") or []),
+            chat_template=data.get("chat_template"),
+            special_tokens=dict(data.get("special_tokens") or {}),
+        )
+
+
+@lru_cache(maxsize=32)
+def _compile_chat_template(source: str):
+    # Same environment transformers uses for tokenizer chat templates, so prompts match exactly.
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    def strftime_now(fmt: str) -> str:
+        return datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env.from_string(source)
+
+
+def render_chat_template(
+    source: str, messages: list[dict[str, str]], add_generation_prompt: bool, **special_tokens: str
+) -> str:
+    """Render a Hugging Face chat template (Jinja) without needing a tokenizer."""
+    template = _compile_chat_template(source)
+    return template.render(
+        messages=messages, add_generation_prompt=add_generation_prompt, **special_tokens
+    )
+
+
+_REGISTRY: dict[str, Conversation] = {}
+
+
+def register_conv_template(template: Conversation, override: bool = False) -> None:
+    if template.name in _REGISTRY and not override:
+        raise ValueError(f"conversation template {template.name!r} is already registered")
+    _REGISTRY[template.name] = template
+
+
+def get_conv_template(name: str) -> Conversation:
+    """A fresh copy of a registered template."""
+    try:
+        return _REGISTRY[name].copy()
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise KeyError(f"unknown conversation template {name!r}; known: {known}") from None
+
+
+def registered_templates() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def chat_template_conversation(
+    source: str, special_tokens: dict[str, str], stop_token_ids: list[int], name: str = "hf"
+) -> Conversation:
+    """A conversation that renders with a tokenizer's own chat template."""
+    return Conversation(
+        name=name,
+        system="",
+        roles=("user", "assistant"),
+        sep_style=SeparatorStyle.CHAT_TEMPLATE,
+        sep="",
+        stop_token_ids=list(stop_token_ids),
+        chat_template=source,
+        special_tokens=dict(special_tokens),
+    )
+
+
+def default_template_name(model_name_or_path: str, has_chat_template: bool) -> str:
+    """Which template a model gets when none is configured.
+
+    CAMEL models were trained on vicuna_v1.1 (the original served them with one_shot, a defect);
+    Vicuna v0 checkpoints use one_shot; other models use their tokenizer's chat template if any.
+    Returns ``"chat_template"`` for the tokenizer's own template.
+    """
+    lowered = model_name_or_path.lower().rstrip("/")
+    last = lowered.rsplit("/", 1)[-1]
+    if "camel" in lowered:
+        return "vicuna_v1.1"
+    if "vicuna" in lowered:
+        return "one_shot" if "v0" in last else "vicuna_v1.1"
+    if has_chat_template:
+        return "chat_template"
+    return "one_shot"
+
+
+register_conv_template(
+    Conversation(
+        name="vicuna_v1.1",
+        system=(
+            "A chat between a curious user and an artificial intelligence assistant. "
+            "The assistant gives helpful, detailed, and polite answers to the user's questions."
+        ),
+        roles=("USER", "ASSISTANT"),
+        sep_style=SeparatorStyle.ADD_COLON_TWO,
+        sep=" ",
+        sep2="</s>",
+    )
+)
+
+_ONE_SHOT_REPLY = """Of course! Here are some creative ideas for a 10-year-old's birthday party:
+1. Treasure Hunt: Organize a treasure hunt in your backyard or nearby park. Create clues and riddles for the kids to solve, leading them to hidden treasures and surprises.
+2. Science Party: Plan a science-themed party where kids can engage in fun and interactive experiments. You can set up different stations with activities like making slime, erupting volcanoes, or creating simple chemical reactions.
+3. Outdoor Movie Night: Set up a backyard movie night with a projector and a large screen or white sheet. Create a cozy seating area with blankets and pillows, and serve popcorn and snacks while the kids enjoy a favorite movie under the stars.
+4. DIY Crafts Party: Arrange a craft party where kids can unleash their creativity. Provide a variety of craft supplies like beads, paints, and fabrics, and let them create their own unique masterpieces to take home as party favors.
+5. Sports Olympics: Host a mini Olympics event with various sports and games. Set up different stations for activities like sack races, relay races, basketball shooting, and obstacle courses. Give out medals or certificates to the participants.
+6. Cooking Party: Have a cooking-themed party where the kids can prepare their own mini pizzas, cupcakes, or cookies. Provide toppings, frosting, and decorating supplies, and let them get hands-on in the kitchen.
+7. Superhero Training Camp: Create a superhero-themed party where the kids can engage in fun training activities. Set up an obstacle course, have them design their own superhero capes or masks, and organize superhero-themed games and challenges.
+8. Outdoor Adventure: Plan an outdoor adventure party at a local park or nature reserve. Arrange activities like hiking, nature scavenger hunts, or a picnic with games. Encourage exploration and appreciation for the outdoors.
+Remember to tailor the activities to the birthday child's interests and preferences. Have a great celebration!"""  # noqa: E501
+
+register_conv_template(
+    Conversation(
+        name="one_shot",
+        system=(
+            "A chat between a curious human and an artificial intelligence assistant. "
+            "The assistant gives helpful, detailed, and polite answers to the human's questions."
+        ),
+        roles=("Human", "Assistant"),
+        messages=[
+            ["Human", "Got any creative ideas for a 10 year old’s birthday?"],
+            ["Assistant", _ONE_SHOT_REPLY],
+        ],
+        offset=2,
+        sep_style=SeparatorStyle.ADD_COLON_SINGLE,
+        sep="\n### ",
+        stop_str="###",
+    )
+)

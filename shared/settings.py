@@ -1,0 +1,103 @@
+"""All configuration, read from environment variables, with defaults that run locally.
+
+Every service builds its CLI on top of these values (flags override the environment).
+Names are grouped by prefix: ``REDIS_*``, ``CONTROLLER_*``, ``WORKER_*``, ``WEBUI_*``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+
+class CommonSettings(_Section):
+    """Settings every service shares."""
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL")
+    redis_key_prefix: str = Field("camelchat:", alias="REDIS_KEY_PREFIX")
+    controller_address: str = Field("http://127.0.0.1:21001", alias="CONTROLLER_ADDRESS")
+    log_dir: Path = Field(REPO_ROOT / "logs", alias="LOG_DIR")
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+    models_dir: Path = Field(REPO_ROOT / "models", alias="MODELS_DIR")
+
+
+class ControllerSettings(_Section):
+    model_config = SettingsConfigDict(env_prefix="CONTROLLER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 21001
+    dispatch_method: Literal["lottery", "shortest_queue"] = "shortest_queue"
+    # A worker whose last heartbeat is older than this leaves routing (Redis key expiry).
+    heart_beat_expiration: float = 6.0
+    # Timeout for the controller's own calls to a worker (status polls).
+    worker_status_timeout: float = 5.0
+    # Timeout to connect to and wait between chunks of a proxied generation.
+    worker_api_timeout: float = 100.0
+
+
+class WorkerSettings(_Section):
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 21002
+    # The URL the controller and clients use to reach this worker; derived from host/port if empty.
+    address: str = ""
+    model_path: str = ""
+    # Comma-separated names the model is served under; default: last component of model_path.
+    model_names: str = ""
+    conv_template: str = ""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    load_8bit: bool = False
+    load_4bit: bool = False
+    limit_model_concurrency: int = 5
+    stream_interval: int = 2
+    heart_beat_interval: float = 2.0
+    no_register: bool = False
+    seed: int | None = None
+
+
+class WebUISettings(_Section):
+    model_config = SettingsConfigDict(env_prefix="WEBUI_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    concurrency_count: int = 10
+    model_list_mode: Literal["once", "reload"] = "reload"
+
+
+@lru_cache
+def common_settings() -> CommonSettings:
+    return CommonSettings()
+
+
+@lru_cache
+def controller_settings() -> ControllerSettings:
+    return ControllerSettings()
+
+
+@lru_cache
+def worker_settings() -> WorkerSettings:
+    return WorkerSettings()
+
+
+@lru_cache
+def webui_settings() -> WebUISettings:
+    return WebUISettings()
+
+
+def default_model_dir() -> Path:
+    """Folder the embedded default model is converted into at set-up."""
+    return common_settings().models_dir / DEFAULT_MODEL_NAME
