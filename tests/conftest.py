@@ -124,8 +124,8 @@ def controller(
 ) -> Callable[..., str]:
     """Start a controller process on a free port; returns its URL."""
 
-    def start(*extra: str, expiration: float = 3.0) -> str:
-        port = free_port()
+    def start(*extra: str, expiration: float = 3.0, port: int | None = None) -> str:
+        port = port or free_port()
         proc = service(
             "services.controller",
             "--port",

@@ -10,33 +10,14 @@ from pathlib import Path
 import uvicorn
 
 from services.model_worker.app import create_app
+from services.model_worker.args import add_model_args
 from services.model_worker.engine import ModelEngine
 from services.model_worker.loader import ModelLoadError, load_model
 from services.model_worker.template_choice import conversation_for
 from shared.logging_setup import configure_logging
-from shared.settings import CommonSettings, WorkerSettings, default_model_dir
+from shared.settings import CommonSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
-
-
-def add_model_args(parser: argparse.ArgumentParser, settings: WorkerSettings) -> None:
-    """Model-loading flags shared by the worker and the terminal chat."""
-    parser.add_argument(
-        "--model-path",
-        default=settings.model_path or str(default_model_dir()),
-        help="local Hugging Face folder or Hub id (default: the embedded SmolLM2 model)",
-    )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=settings.device)
-    parser.add_argument(
-        "--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=settings.dtype
-    )
-    parser.add_argument("--load-8bit", action="store_true", default=settings.load_8bit)
-    parser.add_argument("--load-4bit", action="store_true", default=settings.load_4bit)
-    parser.add_argument(
-        "--conv-template",
-        default=settings.conv_template,
-        help="vicuna_v1.1, one_shot or chat_template (default: chosen from the model)",
-    )
 
 
 def model_names_for(model_path: str, names: str) -> list[str]:

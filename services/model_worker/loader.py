@@ -82,10 +82,13 @@ def load_model(
 ) -> LoadedModel:
     """Load for inference. Hub ids need network unless cached (HF_HUB_OFFLINE is respected)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers.utils import logging as hf_logging
 
     if load_8bit and load_4bit:
         raise ModelLoadError("choose one of load_8bit and load_4bit")
     _check_source(model_path)
+    # One line in the log is enough; the per-tensor progress bar is noise in service logs.
+    hf_logging.disable_progress_bar()
     resolved_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved_device)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
