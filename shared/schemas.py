@@ -33,6 +33,10 @@ class RegisterWorkerRequest(BaseModel):
         return value.rstrip("/")
 
 
+class UnregisterWorkerRequest(BaseModel):
+    worker_name: str
+
+
 class HeartbeatRequest(BaseModel):
     worker_name: str
     queue_length: int = Field(0, ge=0)

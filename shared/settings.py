@@ -76,6 +76,8 @@ class WebUISettings(_Section):
     port: int = 7860
     concurrency_count: int = 10
     model_list_mode: Literal["once", "reload"] = "reload"
+    # How long the page waits on a worker between streamed chunks before giving up.
+    worker_api_timeout: float = 100.0
 
 
 @lru_cache

@@ -24,6 +24,7 @@ from shared.schemas import (
     HeartbeatResponse,
     ModelRequest,
     RegisterWorkerRequest,
+    UnregisterWorkerRequest,
     WorkerStatus,
 )
 from shared.settings import CommonSettings, ControllerSettings
@@ -115,6 +116,12 @@ def create_app(
     async def receive_heart_beat(body: HeartbeatRequest, request: Request) -> HeartbeatResponse:
         exist = await ctl(request).registry.heartbeat(body.worker_name, body.queue_length)
         return HeartbeatResponse(exist=exist)
+
+    @app.post("/unregister_worker")
+    async def unregister_worker(body: UnregisterWorkerRequest, request: Request) -> None:
+        """Extension of the FastChat protocol: a worker that stops cleanly leaves at once
+        instead of staying routable until its heartbeat expires."""
+        await ctl(request).registry.remove(body.worker_name)
 
     @app.post("/refresh_all_workers")
     async def refresh_all_workers(request: Request) -> None:

@@ -30,7 +30,7 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = None
+        task = link = None
         async with httpx.AsyncClient() as client:
             if register:
                 link = ControllerLink(
@@ -45,10 +45,11 @@ def create_app(
                 "event=worker_started address=%s models=%s", worker_address, engine.model_names
             )
             yield
-            if task is not None:
+            if task is not None and link is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+                await link.unregister()
         engine.shutdown()
 
     app = FastAPI(title="camel-chat model worker", lifespan=lifespan)

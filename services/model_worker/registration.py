@@ -67,6 +67,17 @@ class ControllerLink:
             log.warning("event=heartbeat_failed controller=%s error=%r", self._controller, exc)
             return None
 
+    async def unregister(self) -> None:
+        """Leave routing at once on a clean shutdown (best effort: expiry covers a crash)."""
+        try:
+            await self._client.post(
+                f"{self._controller}/unregister_worker",
+                json={"worker_name": self.worker_address},
+                timeout=2.0,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("event=unregister_failed controller=%s error=%r", self._controller, exc)
+
     async def run(self) -> None:
         while True:
             if not self.registered:

@@ -99,6 +99,12 @@ def test_a_killed_worker_leaves_routing_within_seconds(running: tuple) -> None:
     assert chunks[0]["error_code"] == 50005
 
 
+def test_a_cleanly_stopped_worker_leaves_routing_at_once(running: tuple) -> None:
+    controller_url, _, proc = running
+    proc.stop()  # SIGTERM: the worker unregisters on its way out
+    assert models(controller_url) == []
+
+
 def test_registry_survives_a_controller_restart_and_is_shared(
     controller: Callable[..., str], running: tuple
 ) -> None:

@@ -1,0 +1,210 @@
+"""Chat logic of the web page, free of Gradio so that tests and scripts can drive it directly.
+
+A turn takes the user's text, asks the controller for a worker, renders the worker's own
+conversation template and streams the reply. Refusals and failures are shown as a transient
+assistant message that names the cause; they never enter the conversation (so they never reach
+a later prompt), and the user's text goes back into the textbox so that it can be sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from services.webui.controller_client import ControllerClient, NoWorkerError, ServiceError
+from shared.constants import CONVERSATION_LEN_LIMIT, CONVERSATION_LIMIT_MSG, INPUT_CHAR_LEN_LIMIT
+from shared.conversation import Conversation
+
+log = logging.getLogger(__name__)
+
+# Shown after the partial reply while the model is still writing.
+CURSOR = "▌"
+
+NO_MODEL_MSG = (
+    "No model is selected. No worker has registered with the controller yet, or the model list "
+    "is out of date: reload the page once a worker is up."
+)
+
+ChatMessages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """The sampling controls the page offers (defaults match the sliders)."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+
+
+@dataclass
+class ChatState:
+    """One browser session's conversation with one model.
+
+    Plain data: Gradio deep-copies the initial value for every session.
+    """
+
+    model: str = ""
+    conversation: Conversation | None = None
+    # Identifies the conversation in logs; set when a conversation starts.
+    conv_id: str = ""
+
+    def reset(self, model: str = "") -> None:
+        """Forget the history; the next message starts a conversation with ``model``."""
+        self.model = model
+        self.conversation = None
+        self.conv_id = ""
+
+    def history(self) -> ChatMessages:
+        """What the chatbot shows: the visible turns, in ``{"role", "content"}`` form."""
+        return self.conversation.to_chatbot_messages() if self.conversation else []
+
+
+@dataclass(frozen=True)
+class TurnUpdate:
+    """One step of a turn, to be shown: the chatbot's messages and the textbox's content."""
+
+    history: ChatMessages
+    textbox: str
+    # Set on the final update of a refused or failed turn.
+    error: str | None = None
+    # The stored reply, set on the final update of a successful turn.
+    reply: str | None = None
+
+
+@dataclass
+class _Turn:
+    """Bookkeeping of the turn in progress, for the failure message."""
+
+    text: str
+    shown: ChatMessages = field(default_factory=list)
+    partial: str = ""
+
+
+def choose_model(models: Sequence[str], requested: str | None, current: str | None = None) -> str:
+    """The model to preselect: the one asked for in the URL, else the current one, else the first.
+
+    Names not in ``models`` are ignored so that a stale link cannot select a model nobody serves.
+    """
+    for candidate in (requested, current):
+        if candidate and candidate in models:
+            return candidate
+    return models[0] if models else ""
+
+
+def error_message(partial: str, message: str) -> str:
+    """The assistant bubble of a failed turn: what arrived before the failure, then the cause."""
+    notice = f"⚠️ {message}"
+    return f"{partial}\n\n{notice}" if partial else notice
+
+
+def run_turn(
+    state: ChatState,
+    client: ControllerClient,
+    model: str,
+    text: str,
+    params: GenerationParams | None = None,
+) -> Iterator[TurnUpdate]:
+    """Send ``text`` to ``model`` and stream the answer; always yields at least one update.
+
+    ``state`` is updated in place: a new model starts a new conversation, and a successful turn
+    stores the user's text and the stripped reply.
+    """
+    params = params or GenerationParams()
+    if not text or not text.strip():
+        yield TurnUpdate(state.history(), text)
+        return
+    text = text[:INPUT_CHAR_LEN_LIMIT]
+    if model != state.model:
+        state.reset(model)
+    if not model:
+        yield _refuse(state, text, NO_MODEL_MSG)
+        return
+    conv = state.conversation
+    if conv is not None and conv.num_rounds() >= CONVERSATION_LEN_LIMIT:
+        yield _refuse(state, text, CONVERSATION_LIMIT_MSG)
+        return
+
+    turn = _Turn(text=text)
+    try:
+        worker = client.worker_address(model)
+        if not worker:
+            raise NoWorkerError(model)
+        if conv is None:
+            conv = state.conversation = client.conversation_template(worker, model)
+            state.conv_id = uuid.uuid4().hex
+        yield from _stream(state, conv, client, worker, turn, params)
+    except ServiceError as exc:
+        log.warning(
+            "event=chat_failed conv_id=%s model=%s error=%s detail=%r",
+            state.conv_id,
+            model,
+            type(exc).__name__,
+            str(exc),
+        )
+        yield _fail(state, turn, str(exc))
+    except Exception as exc:  # a bug here must still leave the user a readable message
+        log.exception("event=chat_crashed conv_id=%s model=%s", state.conv_id, model)
+        yield _fail(state, turn, f"The web UI failed unexpectedly ({exc!r}).")
+
+
+def _stream(
+    state: ChatState,
+    conv: Conversation,
+    client: ControllerClient,
+    worker: str,
+    turn: _Turn,
+    params: GenerationParams,
+) -> Iterator[TurnUpdate]:
+    before = state.history()
+    conv.append_message(conv.roles[0], turn.text)
+    conv.append_message(conv.roles[1], None)
+    turn.shown = [*before, {"role": "user", "content": turn.text}]
+    yield TurnUpdate([*turn.shown, {"role": "assistant", "content": CURSOR}], "")
+
+    started = time.monotonic()
+    finished = False
+    try:
+        for snapshot in client.stream_reply(
+            worker,
+            state.model,
+            conv,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_new_tokens=params.max_new_tokens,
+        ):
+            turn.partial = snapshot.strip()
+            shown = [*turn.shown, {"role": "assistant", "content": turn.partial + CURSOR}]
+            yield TurnUpdate(shown, "")
+        conv.update_last_message(turn.partial)
+        finished = True
+    finally:
+        # Failed, or abandoned (the page went away): the half turn must not reach later prompts.
+        if not finished:
+            del conv.messages[-2:]
+    log.info(
+        "event=chat_turn conv_id=%s model=%s worker=%s rounds=%d reply_chars=%d seconds=%.2f",
+        state.conv_id,
+        state.model,
+        worker,
+        conv.num_rounds(),
+        len(turn.partial),
+        time.monotonic() - started,
+    )
+    yield TurnUpdate(state.history(), "", reply=turn.partial)
+
+
+def _refuse(state: ChatState, text: str, message: str) -> TurnUpdate:
+    """Nothing was sent: keep the text in the textbox and say why."""
+    shown = [*state.history(), {"role": "assistant", "content": f"⚠️ {message}"}]
+    return TurnUpdate(shown, text, error=message)
+
+
+def _fail(state: ChatState, turn: _Turn, message: str) -> TurnUpdate:
+    """Show the unfinished turn (already out of the conversation) with the cause of the failure."""
+    shown = [*state.history(), {"role": "user", "content": turn.text}]
+    shown.append({"role": "assistant", "content": error_message(turn.partial, message)})
+    return TurnUpdate(shown, turn.text, error=message)

@@ -1,0 +1,95 @@
+"""The page as users and API clients see it: a real ``python -m services.webui`` process in front
+of real controller and worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from services.webui.app import model_choices
+from services.webui.controller_client import ControllerClient
+from tests.support import ServiceProcess, free_port
+from tests.webui.conftest import Stack
+
+
+@pytest.fixture(scope="module")
+def webui(stack: Stack) -> Iterator[str]:
+    port = free_port()
+    args = [
+        "--port",
+        str(port),
+        "--controller-address",
+        stack.controller,
+        "--concurrency-count",
+        "2",
+        "--model-list-mode",
+        "reload",
+    ]
+    proc = ServiceProcess("services.webui", args, stack.logs / "webui.log").start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        proc.wait_http(f"{url}/", timeout=90)
+        yield url
+    finally:
+        proc.stop()
+
+
+def _content(message: dict) -> str:
+    """Text of a chatbot message as the API returns it (a list of typed parts in Gradio 6)."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content)
+
+
+def test_page_is_served_and_lists_the_model(webui: str, stack: Stack) -> None:
+    page = httpx.get(f"{webui}/", timeout=10)
+    assert page.status_code == 200
+    assert "camel-chat" in page.text
+    config = httpx.get(f"{webui}/config", timeout=10).json()
+    assert config["title"] == "camel-chat"
+    [dropdown] = [c for c in config["components"] if c["type"] == "dropdown"]
+    assert [stack.model, stack.model] in dropdown["props"]["choices"]
+    assert dropdown["props"]["value"] == stack.model
+
+
+def test_chat_endpoint_streams_a_reply_then_names_a_missing_worker(
+    webui: str, stack: Stack
+) -> None:
+    client = Client(webui, verbose=False)
+    # Greedy, so that the reply (gibberish from random weights) is the same on every run.
+    job = client.submit("Hello", stack.model, 0.0, 1.0, 32, api_name="/chat")
+    history, textbox = job.result(timeout=60)
+    outputs = job.outputs()
+
+    assert len(outputs) >= 3, "cursor first, then each snapshot, then the stored reply"
+    assert _content(outputs[0][0][-1]) == "▌"
+    assert textbox == ""
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert _content(history[0]) == "Hello"
+    reply = _content(history[1])
+    assert reply.strip() and not reply.endswith("▌")
+
+    history, textbox = client.predict("Hello", "ghost", 0.7, 1.0, 32, api_name="/chat")
+    assert textbox == "Hello"
+    assert "No worker is serving model 'ghost' right now" in _content(history[-1])
+    assert "HIGH TRAFFIC" not in _content(history[-1])
+
+
+def test_page_load_model_choices(stack: Stack, dead_address: str) -> None:
+    with ControllerClient(stack.controller) as client:
+        assert model_choices(client, "reload", [], None, None) == ([stack.model], stack.model)
+        stack.register(dead_address, "a-later-model")
+        choices, value = model_choices(client, "reload", [], stack.model, "a-later-model")
+        assert choices == ["a-later-model", stack.model]
+        assert value == "a-later-model"
+        # An unknown ?model= falls back to the current choice.
+        assert model_choices(client, "reload", [], stack.model, "nope")[1] == stack.model
+        # "once" keeps the start-up list: the later model is not offered.
+        assert model_choices(client, "once", [stack.model], None, "a-later-model") == (
+            [stack.model],
+            stack.model,
+        )
