@@ -32,7 +32,7 @@ install: $(STAMP)
 default-model: $(STAMP)
 	$(PY) -m services.model_worker.default_model
 
-up: default-model
+up: $(STAMP)
 	$(PY) scripts/stack.py up
 
 down:

@@ -23,7 +23,9 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / "run" / "redis.json"
+# Where process state of the local stack lives; tests point it elsewhere.
+RUN_DIR = Path(os.environ.get("STACK_RUN_DIR", ROOT / "run"))
+STATE = RUN_DIR / "redis.json"
 LOCAL_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -60,8 +62,8 @@ def start_private() -> str:
     server = ensure_redis_server_installed()
     port = free_port()
     STATE.parent.mkdir(parents=True, exist_ok=True)
-    logs = ROOT / "logs"
-    logs.mkdir(exist_ok=True)
+    logs = Path(os.environ.get("LOG_DIR", ROOT / "logs"))
+    logs.mkdir(parents=True, exist_ok=True)
     pidfile = STATE.parent / "redis.pid"
     subprocess.run(
         [

@@ -32,9 +32,9 @@ from shared.settings import (  # noqa: E402
     default_model_dir,
 )
 
-RUN_DIR = ROOT / "run"
+RUN_DIR = ensure_redis.RUN_DIR
 STATE = RUN_DIR / "stack.json"
-LOG_DIR = ROOT / "logs"
+LOG_DIR = CommonSettings().log_dir
 
 
 @dataclass
@@ -114,19 +114,22 @@ def up(timeout: float) -> int:
     if any(alive(s["pid"]) for s in state.get("services", [])):
         print("The stack is already running (make down stops it):")
         return ps()
-    LOG_DIR.mkdir(exist_ok=True)
-    RUN_DIR.mkdir(exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
     redis_url = ensure_redis.find_existing()
     redis_started = not redis_url
     if redis_started:
         redis_url = ensure_redis.start_private()
-    print(f"redis       {redis_url}{' (started)' if redis_started else ' (reused)'}")
-    subprocess.run(
-        [sys.executable, "-m", "services.model_worker.default_model"],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    print(f"redis         {redis_url}{' (started)' if redis_started else ' (reused)'}")
+    if not WorkerSettings().model_path:
+        print("model       converting the default model once (about 30 s) ...", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "services.model_worker.default_model"],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     services, env = plan(redis_url)
     state = {"redis_started": redis_started, "services": []}
     for service in services:
@@ -151,14 +154,16 @@ def up(timeout: float) -> int:
         deadline = time.monotonic() + timeout
         while not healthy(service.health_url):
             if proc.poll() is not None or time.monotonic() > deadline:
-                print(f"{service.name} failed to start; last lines of logs/{service.name}.log:")
+                print(
+                    f"{service.name} failed to start; last lines of {LOG_DIR}/{service.name}.log:"
+                )
                 lines = (LOG_DIR / f"{service.name}.log").read_text(errors="replace")
                 print("\n".join(lines.splitlines()[-30:]))
                 down()
                 return 1
             time.sleep(0.5)
-        print(f"{service.name:<11} {service.public_url}  (pid {proc.pid})")
-    print("Logs: logs/   Check: make test-message   Stop: make down")
+        print(f"{service.name:<13} {service.public_url}  (pid {proc.pid})")
+    print(f"Logs: {LOG_DIR}   Check: make test-message   Stop: make down")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Trainer: Celery-queued full finetune, LoRA and QLoRA jobs (issue: training jobs)."""
