@@ -10,10 +10,8 @@ from pathlib import Path
 import uvicorn
 
 from services.model_worker.app import create_app
-from services.model_worker.args import add_model_args
+from services.model_worker.args import add_model_args, load_from_args
 from services.model_worker.engine import ModelEngine
-from services.model_worker.loader import ModelLoadError, load_model
-from services.model_worker.template_choice import conversation_for
 from shared.logging_setup import configure_logging
 from shared.settings import CommonSettings, WorkerSettings
 
@@ -66,13 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         import transformers
 
         transformers.set_seed(args.seed)
-    try:
-        loaded = load_model(
-            args.model_path, args.device, args.dtype, args.load_8bit, args.load_4bit
-        )
-        conversation = conversation_for(args.model_path, loaded.tokenizer, args.conv_template)
-    except (ModelLoadError, ValueError, KeyError) as exc:
-        parser.exit(2, f"error: {exc}\n")
+    loaded, conversation = load_from_args(parser, args)
     engine = ModelEngine(
         loaded,
         model_names_for(args.model_path, args.model_names),

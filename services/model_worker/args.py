@@ -25,3 +25,20 @@ def add_model_args(parser: argparse.ArgumentParser, settings: WorkerSettings) ->
         default=settings.conv_template,
         help="vicuna_v1.1, one_shot or chat_template (default: chosen from the model)",
     )
+
+
+def load_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple:
+    """Load the model and pick its template as the flags say; exit with a clear message if not.
+
+    Returns ``(LoadedModel, Conversation)``.
+    """
+    from services.model_worker.loader import ModelLoadError, load_model
+    from services.model_worker.template_choice import conversation_for
+
+    try:
+        loaded = load_model(
+            args.model_path, args.device, args.dtype, args.load_8bit, args.load_4bit
+        )
+        return loaded, conversation_for(args.model_path, loaded.tokenizer, args.conv_template)
+    except (ModelLoadError, ValueError, KeyError) as exc:
+        parser.exit(2, f"error: {exc}\n")

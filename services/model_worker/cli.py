@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from pydantic import ValidationError
 
-from services.model_worker.args import add_model_args
+from services.model_worker.args import add_model_args, load_from_args
 from shared.constants import ErrorCode
 from shared.schemas import GenerateParams
 from shared.settings import WorkerSettings
@@ -349,18 +349,11 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         parser.error(str(exc))
 
-    from services.model_worker.loader import ModelLoadError, load_model
-    from services.model_worker.template_choice import conversation_for
     from shared.logging_setup import configure_logging
 
     configure_logging("cli", "WARNING")
     try:
-        loaded = load_model(
-            args.model_path, args.device, args.dtype, args.load_8bit, args.load_4bit
-        )
-        conv = conversation_for(args.model_path, loaded.tokenizer, args.conv_template)
-    except (ModelLoadError, ValueError, KeyError) as exc:
-        parser.exit(2, f"error: {exc}\n")
+        loaded, conv = load_from_args(parser, args)
     except KeyboardInterrupt:
         print(EXIT_MESSAGE)
         return
