@@ -23,19 +23,25 @@ class APIError(Exception):
         message: str,
         error_code: ErrorCode = ErrorCode.VALIDATION_TYPE_ERROR,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.error_code = error_code
         self.param = param
+        self.headers = headers
 
 
 def error_response(
-    status_code: int, message: str, error_code: int, param: str | None = None
+    status_code: int,
+    message: str,
+    error_code: int,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorBody(text=message, error_code=int(error_code), param=param)
-    return JSONResponse(body.model_dump(), status_code=status_code)
+    return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
 
 
 def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -71,4 +77,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, exc.error_code, exc.param)
+        return error_response(exc.status_code, exc.message, exc.error_code, exc.param, exc.headers)

@@ -45,6 +45,11 @@ class ControllerSettings(_Section):
     worker_status_timeout: float = 5.0
     # Timeout to connect to and wait between chunks of a proxied generation.
     worker_api_timeout: float = 100.0
+    # Comma-separated Bearer keys guarding the OpenAI-compatible /v1 routes; empty: open.
+    api_keys: str = ""
+    # How long a model name stays known after it was last served: a request for it while no
+    # worker serves it gets 503 (retry later) within that time and 404 (no such model) after.
+    known_model_ttl: float = 86400.0
 
 
 class WorkerSettings(_Section):
@@ -62,7 +67,14 @@ class WorkerSettings(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     load_8bit: bool = False
     load_4bit: bool = False
-    limit_model_concurrency: int = 5
+    # batch: continuous batching; sequential: one request at a time per thread (the original's way).
+    engine: Literal["batch", "sequential"] = "batch"
+    # Requests decoded at once (FastChat's --limit-model-concurrency); more wait in the queue.
+    limit_model_concurrency: int = 32
+    # Waiting requests beyond this are refused with 429 and Retry-After.
+    max_queue: int = 256
+    # Prompt tokens prefilled per scheduler step, so long prompts do not stall running streams.
+    prefill_chunk: int = 512
     stream_interval: int = 2
     heart_beat_interval: float = 2.0
     no_register: bool = False
@@ -103,3 +115,24 @@ def webui_settings() -> WebUISettings:
 def default_model_dir() -> Path:
     """Folder the embedded default model is converted into at set-up."""
     return common_settings().models_dir / DEFAULT_MODEL_NAME
+
+
+class IngestorSettings(_Section):
+    """Dataset ingestor defaults (``INGEST_*``); CLI flags and job specs override them."""
+
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore")
+
+    download_dir: Path = REPO_ROOT / "datasets"
+    # Empty: the embedded default model's tokenizer (default_model_dir()).
+    tokenizer_path: str = ""
+    max_length: int = 2048
+    keep_lang: str = "en"
+    # Processes for conversion and filtering; empty: one per CPU core.
+    workers: int | None = None
+    seed: int = 0
+    http_timeout: float = 60.0
+
+
+@lru_cache
+def ingestor_settings() -> IngestorSettings:
+    return IngestorSettings()

@@ -100,3 +100,26 @@ def test_greedy_answer_through_the_controller_and_status_while_generating(stack:
     assert len(latencies) >= 3
     assert max(latencies) < 1.0
     assert httpx.post(f"{controller_url}/list_models").json()["models"] == [DEFAULT_MODEL_NAME]
+
+
+def test_an_overloaded_worker_answers_429_with_retry_after(
+    controller: Callable[..., str], worker: Callable, default_model_dir: Path
+) -> None:
+    controller_url = controller()
+    worker_url, _ = worker(
+        default_model_dir, controller_url, "--max-batch-size", "1", "--max-queue", "0"
+    )
+    conv = Conversation.from_dict(
+        httpx.post(f"{worker_url}/worker_get_conv_template").json()["conv"]
+    )
+    conv.append_message(conv.roles[0], "Write a long story about a dragon who learns to paint.")
+    conv.append_message(conv.roles[1], None)
+    body = {"prompt": conv.get_prompt(), "max_new_tokens": 64, "temperature": 0}
+    with httpx.stream("POST", f"{worker_url}/worker_generate_stream", json=body) as first:
+        assert first.status_code == 200
+        next(first.iter_bytes())
+        refused = httpx.post(f"{worker_url}/worker_generate", json=body)
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error_code"] == 42903
+        assert "overloaded" in refused.json()["text"]

@@ -49,9 +49,21 @@ def main(argv: list[str] | None = None) -> None:
         default=settings.model_names,
         help="comma-separated names to serve under (default: the model folder's name)",
     )
+    parser.add_argument("--engine", choices=["batch", "sequential"], default=settings.engine)
     parser.add_argument(
-        "--limit-model-concurrency", type=int, default=settings.limit_model_concurrency
+        "--limit-model-concurrency",
+        "--max-batch-size",
+        type=int,
+        default=settings.limit_model_concurrency,
+        help="requests decoded at once; more wait in the queue",
     )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=settings.max_queue,
+        help="waiting requests beyond this get 429 with Retry-After",
+    )
+    parser.add_argument("--prefill-chunk", type=int, default=settings.prefill_chunk)
     parser.add_argument("--stream-interval", type=int, default=settings.stream_interval)
     parser.add_argument("--heart-beat-interval", type=float, default=settings.heart_beat_interval)
     parser.add_argument("--no-register", action="store_true", default=settings.no_register)
@@ -69,8 +81,11 @@ def main(argv: list[str] | None = None) -> None:
         loaded,
         model_names_for(args.model_path, args.model_names),
         conversation,
-        limit_concurrency=args.limit_model_concurrency,
+        mode=args.engine,
+        max_batch_size=args.limit_model_concurrency,
+        max_queue=args.max_queue,
         stream_interval=args.stream_interval,
+        prefill_chunk=args.prefill_chunk,
     )
     address = advertised_address(args.host, args.port, args.worker_address)
     app = create_app(

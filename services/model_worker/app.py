@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
 from services.model_worker.engine import ModelEngine
@@ -55,13 +55,14 @@ def create_app(
     app = FastAPI(title="camel-chat model worker", lifespan=lifespan)
     install_error_handlers(app)
 
-    async def stream_body(params: GenerateParams) -> AsyncIterator[bytes]:
-        async for chunk in engine.stream(params):
+    async def framed(chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
             yield encode_chunk(chunk)
 
-    async def generate_stream(params: GenerateParams, request: Request) -> StreamingResponse:
+    async def generate_stream(params: GenerateParams) -> StreamingResponse:
         engine.validate(params)
-        return StreamingResponse(stream_body(params), media_type="application/octet-stream")
+        chunks = engine.open_stream(params)  # admits now, or answers 429
+        return StreamingResponse(framed(chunks), media_type="application/octet-stream")
 
     async def generate(params: GenerateParams) -> dict:
         engine.validate(params)

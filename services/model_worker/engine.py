@@ -1,20 +1,29 @@
-"""The serving core of a worker: one loaded model, a concurrency limit, and generation that runs
-in threads so the event loop keeps answering status calls and heartbeats."""
+"""The serving core of a worker: one loaded model behind one of two engines.
+
+- ``batch`` (default): continuous batching in one scheduler thread (``batching.py``).
+- ``sequential``: the original's way, each request decoded alone in its own thread, at most
+  ``max_batch_size`` at once; kept as a fallback and as the benchmark's baseline.
+
+Both keep the event loop free (status calls and heartbeats answer while generating), bound the
+number of waiting requests (beyond it: 429 with Retry-After), and stop a request's generation at
+its next token when its client goes away.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
-import torch
-
-from services.model_worker.generation import generate_stream
+from services.model_worker.batching import END_OF_STREAM, BatchScheduler, Sequence, error_chunk_for
+from services.model_worker.decoding import SequenceDecoder
+from services.model_worker.generation import generate_stream, prepare_prompt
 from services.model_worker.loader import LoadedModel
+from services.model_worker.sampling import Sampler
 from shared.constants import ErrorCode
 from shared.conversation import Conversation
 from shared.http_errors import APIError
@@ -22,44 +31,19 @@ from shared.schemas import GenerateParams, WorkerStatus
 
 log = logging.getLogger(__name__)
 
-_END = object()
+EngineMode = Literal["batch", "sequential"]
+RETRY_AFTER_SECONDS = 1
 
 
-class ConcurrencyLimiter:
-    """At most ``limit`` generations at once; the rest wait. Reports FastChat's queue length."""
+def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[[Any], None]:
+    """Hand results from the scheduler thread to the request's event loop."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._semaphore = asyncio.Semaphore(limit)
-        self.running = 0
-        self.waiting = 0
+    def emit(item: Any) -> None:
+        # A closed loop means nobody is listening any more (shutdown); drop the item.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, item)
 
-    @property
-    def queue_length(self) -> int:
-        return self.running + self.waiting
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        self.waiting += 1
-        try:
-            await self._semaphore.acquire()
-        finally:
-            self.waiting -= 1
-        self.running += 1
-        try:
-            yield
-        finally:
-            self.running -= 1
-            self._semaphore.release()
-
-
-def error_chunk_for(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return {"text": f"Out of memory while generating: {exc}", "error_code": 50002}
-    return {
-        "text": f"Internal error while generating: {type(exc).__name__}: {exc}",
-        "error_code": int(ErrorCode.INTERNAL_ERROR),
-    }
+    return emit
 
 
 class ModelEngine:
@@ -68,25 +52,45 @@ class ModelEngine:
         loaded: LoadedModel,
         model_names: list[str],
         conversation: Conversation,
-        limit_concurrency: int = 5,
+        *,
+        mode: EngineMode = "batch",
+        max_batch_size: int = 32,
+        max_queue: int = 256,
         stream_interval: int = 2,
+        prefill_chunk: int = 512,
     ) -> None:
         self.loaded = loaded
         self.model_names = model_names
         self.conversation = conversation
+        self.mode = mode
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
         self.stream_interval = stream_interval
-        self.limiter = ConcurrencyLimiter(limit_concurrency)
-        self._executor = ThreadPoolExecutor(
-            max_workers=limit_concurrency, thread_name_prefix="generate"
-        )
+        self._scheduler: BatchScheduler | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._running = 0
+        self._waiting = 0
+        if mode == "batch":
+            self._scheduler = BatchScheduler(loaded.model, max_batch_size, prefill_chunk)
+        else:
+            self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")
+            self._slots = asyncio.Semaphore(max_batch_size)
 
     @property
     def context_len(self) -> int:
         return self.loaded.context_len
 
+    @property
+    def running(self) -> int:
+        return self._scheduler.running if self._scheduler else self._running
+
+    @property
+    def waiting(self) -> int:
+        return self._scheduler.waiting if self._scheduler else self._waiting
+
     def status(self) -> WorkerStatus:
         return WorkerStatus(
-            model_names=self.model_names, speed=1.0, queue_length=self.limiter.queue_length
+            model_names=self.model_names, speed=1.0, queue_length=self.running + self.waiting
         )
 
     def validate(self, params: GenerateParams) -> None:
@@ -114,16 +118,68 @@ class ModelEngine:
     def count_tokens(self, prompt: str) -> int:
         return len(self.loaded.tokenizer(prompt).input_ids)
 
-    def _run(
+    def open_stream(self, params: GenerateParams) -> AsyncIterator[dict[str, Any]]:
+        """Admit a request now (or refuse it with 429) and return its stream of snapshots.
+
+        Closing the stream early (client went away) stops the generation at its next token.
+        """
+        full = self.running + self.waiting >= self.max_batch_size + self.max_queue
+        if full:
+            raise APIError(
+                429,
+                f"The worker is overloaded: {self.running} requests running and {self.waiting} "
+                f"waiting (limit {self.max_queue}). Retry after {RETRY_AFTER_SECONDS} s.",
+                ErrorCode.ENGINE_OVERLOADED,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        if self._scheduler is not None:
+            return self._batched(params)
+        return self._sequential(params)
+
+    async def generate(self, params: GenerateParams) -> dict[str, Any]:
+        last: dict[str, Any] = {"text": "", "error_code": int(ErrorCode.INTERNAL_ERROR)}
+        async for chunk in self.open_stream(params):
+            last = chunk
+        return last
+
+    async def _batched(self, params: GenerateParams) -> AsyncIterator[dict[str, Any]]:
+        assert self._scheduler is not None
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        prepared = prepare_prompt(
+            self.loaded.tokenizer, params.prompt, self.context_len, params.max_new_tokens
+        )
+        seq = Sequence(
+            params=params,
+            prompt_ids=prepared.input_ids,
+            sampler=Sampler(params, self.loaded.model.device),
+            decoder=SequenceDecoder(
+                self.loaded.tokenizer,
+                params,
+                len(prepared.input_ids),
+                self.conversation.stop_token_ids,
+                self.stream_interval,
+            ),
+            emit=_emitter(loop, queue),
+        )
+        self._scheduler.submit(seq)
+        ended = False
+        try:
+            while (item := await queue.get()) is not END_OF_STREAM:
+                yield item
+            ended = True
+        finally:
+            if not ended:
+                self._scheduler.cancel(seq)
+
+    def _run_sequential(
         self,
         params: GenerateParams,
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue,
         cancel: threading.Event,
     ) -> None:
-        def put(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
+        put = _emitter(loop, queue)
         try:
             for chunk in generate_stream(
                 self.loaded.model,
@@ -139,31 +195,34 @@ class ModelEngine:
             log.exception("event=generation_failed")
             put(error_chunk_for(exc))
         finally:
-            put(_END)
+            put(END_OF_STREAM)
 
-    async def stream(self, params: GenerateParams) -> AsyncIterator[dict[str, Any]]:
-        """Snapshots of one generation; waits for a free slot first.
-
-        Closing the iterator early (client went away) stops the generation at its next token.
-        """
-        async with self.limiter.slot():
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue = asyncio.Queue()
-            cancel = threading.Event()
-            future = loop.run_in_executor(self._executor, self._run, params, loop, queue, cancel)
-            try:
-                while (item := await queue.get()) is not _END:
-                    yield item
-            finally:
-                cancel.set()
-                # Keep the slot until the thread really stops using the model.
-                await asyncio.shield(future)
-
-    async def generate(self, params: GenerateParams) -> dict[str, Any]:
-        last: dict[str, Any] = {"text": "", "error_code": int(ErrorCode.INTERNAL_ERROR)}
-        async for chunk in self.stream(params):
-            last = chunk
-        return last
+    async def _sequential(self, params: GenerateParams) -> AsyncIterator[dict[str, Any]]:
+        assert self._executor is not None
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        self._running += 1
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+        future = loop.run_in_executor(
+            self._executor, self._run_sequential, params, loop, queue, cancel
+        )
+        try:
+            while (item := await queue.get()) is not END_OF_STREAM:
+                yield item
+        finally:
+            cancel.set()
+            # Keep the slot until the thread really stops using the model.
+            await asyncio.shield(future)
+            self._running -= 1
+            self._slots.release()
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

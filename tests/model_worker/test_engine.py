@@ -1,52 +1,185 @@
-"""ModelEngine: concurrency limit, queue length, non-blocking generation, early close."""
+"""ModelEngine in both modes: batching correctness, admission, cancellation, responsiveness."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from services.model_worker.engine import ModelEngine
-from services.model_worker.loader import load_model
+from services.model_worker.loader import LoadedModel, load_model
 from services.model_worker.template_choice import conversation_for
 from shared.http_errors import APIError
 from shared.schemas import GenerateParams
 
+MODES = ["batch", "sequential"]
+
+
+class SlowModel:
+    """The real tiny model, made slower per forward pass so that scheduling can be observed."""
+
+    def __init__(self, model: Any, delay: float) -> None:
+        self._model, self._delay = model, delay
+        self.device, self.config = model.device, model.config
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self._delay)
+        return self._model(*args, **kwargs)
+
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model_dir: Path):
-    return load_model(str(tiny_model_dir), device="cpu")
+def loaded(tiny_model_dir: Path) -> LoadedModel:
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    # A zero EOS row gives EOS a logit of exactly 0, below the largest random logit: greedy
+    # requests then run to max_new_tokens, which keeps the timing of these tests predictable.
+    with torch.no_grad():
+        loaded.model.lm_head.weight[loaded.tokenizer.eos_token_id].zero_()
+    return loaded
 
 
 @pytest.fixture
-def engine(loaded, tiny_model_dir: Path) -> ModelEngine:
-    conv = conversation_for(str(tiny_model_dir), loaded.tokenizer)
-    engine = ModelEngine(loaded, ["tiny"], conv, limit_concurrency=1, stream_interval=1)
-    yield engine
-    engine.shutdown()
+def make_engine(loaded: LoadedModel, tiny_model_dir: Path) -> Iterator[Any]:
+    engines: list[ModelEngine] = []
+
+    def make(mode: str = "batch", delay: float = 0.0, **kwargs: Any) -> ModelEngine:
+        model = SlowModel(loaded.model, delay) if delay else loaded.model
+        conv = conversation_for(str(tiny_model_dir), loaded.tokenizer)
+        engine = ModelEngine(
+            dataclasses.replace(loaded, model=model),
+            ["tiny"],
+            conv,
+            mode=mode,
+            **{"stream_interval": 1, **kwargs},
+        )
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.shutdown()
 
 
 def params(**kw: object) -> GenerateParams:
-    return GenerateParams(**{"prompt": "Hello", "max_new_tokens": 40, "temperature": 0, **kw})
+    return GenerateParams(
+        **{"prompt": "Hello", "max_new_tokens": 40, "temperature": 0, "echo": False, **kw}
+    )
 
 
-async def test_queue_length_counts_running_and_waiting(engine: ModelEngine) -> None:
-    first = engine.stream(params())
-    await anext(first)  # holds the only slot while we do not read further
-    second = asyncio.create_task(engine.generate(params(max_new_tokens=3)))
+PROMPTS = [
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "The quick brown fox jumps over the lazy dog. " * 6,
+    "def add(a, b):\n    return a + b\n",
+]
+
+
+async def test_greedy_output_does_not_depend_on_the_batch(make_engine: Any) -> None:
+    engine = make_engine("batch", max_batch_size=8)
+    alone = [(await engine.generate(params(prompt=p, max_new_tokens=24)))["text"] for p in PROMPTS]
+    noise = [
+        params(prompt="Bonjour, ça va?", max_new_tokens=60, temperature=1.0, seed=3),
+        params(prompt="Instruction: write a poem.", max_new_tokens=50, top_k=5, temperature=0.8),
+        params(prompt="0123456789", max_new_tokens=30, repetition_penalty=1.3),
+    ]
+    tasks = [asyncio.create_task(engine.generate(p)) for p in noise]
+    await asyncio.sleep(0.01)  # the greedy requests join a batch that is already running
+    crowded = await asyncio.gather(
+        *(engine.generate(params(prompt=p, max_new_tokens=24)) for p in PROMPTS)
+    )
+    await asyncio.gather(*tasks)
+    assert [c["text"] for c in crowded] == alone
+    sequential = make_engine("sequential")
+    assert [
+        (await sequential.generate(params(prompt=p, max_new_tokens=24)))["text"] for p in PROMPTS
+    ] == alone
+
+
+async def test_seeded_sampling_does_not_depend_on_the_batch(make_engine: Any) -> None:
+    engine = make_engine("batch")
+    sampled = params(prompt=PROMPTS[0], max_new_tokens=20, temperature=0.9, seed=11)
+    alone = (await engine.generate(sampled))["text"]
+    others = [engine.generate(params(prompt=p, max_new_tokens=30)) for p in PROMPTS]
+    together = await asyncio.gather(engine.generate(sampled), *others)
+    assert together[0]["text"] == alone
+
+
+async def test_short_request_joins_and_leaves_while_a_long_one_runs(make_engine: Any) -> None:
+    engine = make_engine("batch", delay=0.005)
+    long_task = asyncio.create_task(engine.generate(params(max_new_tokens=150)))
+    await asyncio.sleep(0.1)
+    short = await engine.generate(params(prompt=PROMPTS[2], max_new_tokens=5))
+    assert short["usage"]["completion_tokens"] == 5
+    assert not long_task.done()  # the short one finished first: it did not wait its turn
+    assert engine.running == 1
+    await long_task
+
+
+async def test_long_prefill_is_chunked_between_decode_steps(make_engine: Any) -> None:
+    engine = make_engine("batch", delay=0.003, prefill_chunk=8)
+    arrivals: list[float] = []
+
+    async def streaming() -> None:
+        async for _ in engine.open_stream(params(max_new_tokens=120)):
+            arrivals.append(time.monotonic())
+
+    runner = asyncio.create_task(streaming())
     await asyncio.sleep(0.05)
+    submitted = time.monotonic()
+    long_prompt = "The quick brown fox jumps over the lazy dog. " * 20  # ~200 tokens, 25 chunks
+    stream = engine.open_stream(params(prompt=long_prompt, max_new_tokens=2))
+    first = await anext(stream)
+    first_token_at = time.monotonic()
+    await stream.aclose()
+    during_prefill = [t for t in arrivals if submitted <= t <= first_token_at]
+    assert first["usage"]["prompt_tokens"] > 150
+    assert len(during_prefill) >= 10  # the running stream kept getting tokens
+    await runner
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_queue_length_and_429_when_the_queue_is_full(make_engine: Any, mode: str) -> None:
+    engine = make_engine(mode, delay=0.005, max_batch_size=1, max_queue=1)
+    running = engine.open_stream(params(max_new_tokens=200))
+    await anext(running)
+    waiting = asyncio.create_task(engine.generate(params(max_new_tokens=2)))
+    await asyncio.sleep(0.05)
+    assert (engine.running, engine.waiting) == (1, 1)
     assert engine.status().queue_length == 2
-    assert engine.limiter.running == 1 and engine.limiter.waiting == 1
-    await first.aclose()  # the client went away: the slot is freed at once
-    result = await asyncio.wait_for(second, 10)
-    assert result["usage"]["completion_tokens"] <= 3
+    with pytest.raises(APIError) as info:
+        engine.open_stream(params())
+    assert info.value.status_code == 429
+    assert info.value.headers == {"Retry-After": "1"}
+    assert "overloaded" in info.value.message
+    await running.aclose()  # the client went away: its slot goes to the waiting request
+    result = await asyncio.wait_for(waiting, 10)
+    assert result["usage"]["completion_tokens"] <= 2
+    await asyncio.sleep(0.05)
     assert engine.status().queue_length == 0
 
 
-async def test_event_loop_stays_responsive_while_generating(engine: ModelEngine) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_closed_stream_stops_generation_early(make_engine: Any, mode: str) -> None:
+    engine = make_engine(mode, delay=0.002)
+    stream = engine.open_stream(params(max_new_tokens=200))
+    first = await anext(stream)
+    await stream.aclose()
+    assert first["usage"]["completion_tokens"] < 200
+    for _ in range(100):
+        if engine.running == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.running == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_event_loop_stays_responsive_while_generating(make_engine: Any, mode: str) -> None:
+    engine = make_engine(mode)
     stamps: list[float] = []
     done = asyncio.Event()
 
@@ -56,32 +189,38 @@ async def test_event_loop_stays_responsive_while_generating(engine: ModelEngine)
             await asyncio.sleep(0.001)
 
     task = asyncio.create_task(ticker())
-    await engine.generate(params(max_new_tokens=240))
+    await asyncio.gather(*(engine.generate(params(max_new_tokens=200)) for _ in range(3)))
     done.set()
     await task
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    # The loop kept turning all through the generation: no long stall.
     assert len(stamps) >= 5
-    assert max(gaps) < 0.15
+    assert max(gaps) < 0.15  # the loop kept turning all through the generation
 
 
-async def test_closed_stream_cancels_generation_early(engine: ModelEngine) -> None:
-    stream = engine.stream(params(max_new_tokens=200))
-    first = await anext(stream)
-    await stream.aclose()
-    assert first["usage"]["completion_tokens"] < 200
-    assert engine.limiter.running == 0
+@pytest.mark.parametrize("mode", MODES)
+async def test_generation_errors_become_error_chunks_and_serving_goes_on(
+    make_engine: Any, mode: str, loaded: LoadedModel
+) -> None:
+    engine = make_engine(mode)
+    calls = {"n": 0}
+    real = loaded.model.forward
 
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the GPU caught fire")
+        return real(*args, **kwargs)
 
-async def test_generation_errors_become_error_chunks(engine: ModelEngine, monkeypatch) -> None:
-    def boom(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("the GPU caught fire")
-
-    monkeypatch.setattr("services.model_worker.engine.generate_stream", boom)
-    result = await engine.generate(params())
-    assert result["error_code"] == 50001
-    assert "the GPU caught fire" in result["text"]
-    assert engine.limiter.running == 0
+    loaded.model.forward = failing_once
+    try:
+        result = await engine.generate(params())
+        assert result["error_code"] == 50001
+        assert "the GPU caught fire" in result["text"]
+        again = await engine.generate(params(max_new_tokens=3))
+        assert again["error_code"] == 0
+    finally:
+        del loaded.model.forward
+    assert engine.running == 0
 
 
 @pytest.mark.parametrize(
@@ -92,7 +231,8 @@ async def test_generation_errors_become_error_chunks(engine: ModelEngine, monkey
         ({"stop_token_ids": [10**9]}, "stop_token_ids"),
     ],
 )
-def test_validation_names_the_field(engine: ModelEngine, kwargs: dict, param: str) -> None:
+def test_validation_names_the_field(make_engine: Any, kwargs: dict, param: str) -> None:
+    engine = make_engine()
     with pytest.raises(APIError) as info:
         engine.validate(params(**kwargs))
     assert info.value.status_code == 400
@@ -100,6 +240,6 @@ def test_validation_names_the_field(engine: ModelEngine, kwargs: dict, param: st
     assert param in info.value.message
 
 
-def test_count_tokens_matches_the_tokenizer(engine: ModelEngine, loaded) -> None:
+def test_count_tokens_matches_the_tokenizer(make_engine: Any, loaded: LoadedModel) -> None:
     text = "What is the capital of France?"
-    assert engine.count_tokens(text) == len(loaded.tokenizer(text).input_ids)
+    assert make_engine().count_tokens(text) == len(loaded.tokenizer(text).input_ids)

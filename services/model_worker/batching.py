@@ -1,0 +1,224 @@
+"""Continuous batching: one scheduler thread runs every request through a shared decode batch.
+
+Each loop iteration does at most one prefill chunk (so a long prompt never stalls the running
+batch for more than one chunk) and one decode step for every running sequence. New requests join
+at token boundaries; finished and cancelled ones leave at once. Each sequence keeps its own
+sampling parameters, stop rules and random generator, and attention is masked per row, so a greedy
+answer does not depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from services.model_worker.decoding import SequenceDecoder
+from services.model_worker.kv_batch import KVBatch
+from services.model_worker.sampling import Sampler
+from shared.schemas import GenerateParams
+
+log = logging.getLogger(__name__)
+
+# Sent after the last snapshot (or an error chunk) of a request.
+END_OF_STREAM = object()
+
+Emit = Callable[[Any], None]
+
+
+@dataclass
+class Sequence:
+    """One request inside the scheduler."""
+
+    params: GenerateParams
+    prompt_ids: list[int]
+    sampler: Sampler
+    decoder: SequenceDecoder
+    emit: Emit
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    prefilled: int = 0
+    cache: Any = None
+    submitted_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+
+    def token_ids(self, device: Any) -> torch.Tensor:
+        return torch.tensor([self.prompt_ids + self.decoder.generated], device=device)
+
+    def finish(self, chunk: dict[str, Any] | None = None) -> None:
+        if chunk is not None:
+            self.emit(chunk)
+        self.emit(END_OF_STREAM)
+
+
+def error_chunk_for(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return {"text": f"Out of memory while generating: {exc}", "error_code": 50002}
+    return {
+        "text": f"Internal error while generating: {type(exc).__name__}: {exc}",
+        "error_code": 50001,
+    }
+
+
+class BatchScheduler:
+    """Owns the model in one thread; the event loop only submits and reads results."""
+
+    def __init__(
+        self,
+        model: Any,
+        max_batch_size: int = 32,
+        prefill_chunk: int = 512,
+    ) -> None:
+        self._model = model
+        self._device = model.device
+        self.max_batch_size = max_batch_size
+        self.prefill_chunk = prefill_chunk
+        self._incoming: collections.deque[Sequence] = collections.deque()
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._prefilling: Sequence | None = None
+        self._rows: list[Sequence] = []
+        self._batch = KVBatch()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
+        self._thread.start()
+
+    # --- called from other threads -------------------------------------------------------
+    def submit(self, seq: Sequence) -> None:
+        self._incoming.append(seq)
+        self._wake.set()
+
+    def cancel(self, seq: Sequence) -> None:
+        seq.cancelled.set()
+        self._wake.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._rows) + (self._prefilling is not None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._incoming) + len(self._waiting)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    # --- the scheduler thread ------------------------------------------------------------
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self._stopping:
+                try:
+                    busy = self._iteration()
+                except Exception:  # the scheduler must outlive any one bad request
+                    log.exception("event=scheduler_iteration_failed")
+                    busy = False
+                if not busy:
+                    self._wake.wait(timeout=0.5)
+                    self._wake.clear()
+        for seq in [*self._rows, *self._waiting, *self._incoming]:
+            seq.finish({"text": "The worker is shutting down.", "error_code": 50001})
+
+    def _iteration(self) -> bool:
+        while self._incoming:
+            self._waiting.append(self._incoming.popleft())
+        self._drop_cancelled()
+        busy = self._prefill_one_chunk()
+        if self._rows:
+            self._decode_step()
+            busy = True
+        return busy
+
+    def _drop_cancelled(self) -> None:
+        if any(s.cancelled.is_set() for s in self._waiting):
+            for seq in [s for s in self._waiting if s.cancelled.is_set()]:
+                seq.finish()
+            self._waiting = collections.deque(s for s in self._waiting if not s.cancelled.is_set())
+        if self._prefilling is not None and self._prefilling.cancelled.is_set():
+            self._prefilling.finish()
+            self._prefilling = None
+        gone = [i for i, s in enumerate(self._rows) if s.cancelled.is_set()]
+        if gone:
+            for i in gone:
+                self._rows[i].finish()
+            self._keep_rows([i for i in range(len(self._rows)) if i not in set(gone)])
+
+    def _keep_rows(self, rows: list[int]) -> None:
+        self._batch.keep(rows)
+        self._rows = [self._rows[i] for i in rows]
+
+    def _prefill_one_chunk(self) -> bool:
+        seq = self._prefilling
+        if seq is None:
+            if not self._waiting or len(self._rows) >= self.max_batch_size:
+                return False
+            seq = self._prefilling = self._waiting.popleft()
+        try:
+            start = seq.prefilled
+            chunk = seq.prompt_ids[start : start + self.prefill_chunk]
+            out = self._model(
+                input_ids=torch.tensor([chunk], device=self._device),
+                cache=seq.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            seq.cache = out.cache
+            seq.prefilled += len(chunk)
+            if seq.prefilled < len(seq.prompt_ids):
+                return True
+            token = seq.sampler.choose(out.logits[:, -1, :].float(), seq.token_ids(self._device))
+        except Exception as exc:
+            log.exception("event=prefill_failed")
+            self._prefilling = None
+            seq.finish(error_chunk_for(exc))
+            return True
+        self._prefilling = None
+        seq.first_token_at = time.monotonic()
+        chunk_out = seq.decoder.add(token)
+        if seq.decoder.finished:
+            seq.finish(chunk_out)
+            return True
+        if chunk_out is not None:
+            seq.emit(chunk_out)
+        self._batch.add(seq.cache, len(seq.prompt_ids), token)
+        seq.cache = None  # the batch owns it now
+        self._rows.append(seq)
+        return True
+
+    def _decode_step(self) -> None:
+        try:
+            logits = self._batch.step(self._model)
+            greedy = torch.argmax(logits, dim=-1).tolist()
+            tokens = [
+                greedy[i]
+                if seq.sampler.plain_greedy
+                else seq.sampler.choose(logits[i : i + 1], seq.token_ids(self._device))
+                for i, seq in enumerate(self._rows)
+            ]
+        except Exception as exc:
+            log.exception("event=decode_failed rows=%d", len(self._rows))
+            for seq in self._rows:
+                seq.finish(error_chunk_for(exc))
+            self._rows, self._batch = [], KVBatch()
+            return
+        keep, done = [], []
+        for i, (seq, token) in enumerate(zip(self._rows, tokens, strict=True)):
+            chunk = seq.decoder.add(token)
+            if seq.decoder.finished:
+                done.append((seq, chunk))
+            else:
+                if chunk is not None:
+                    seq.emit(chunk)
+                keep.append(i)
+        self._batch.next_tokens = tokens
+        if done:
+            self._keep_rows(keep)
+        # Finish only after the rows are gone, so a client that sees its end sees it counted.
+        for seq, chunk in done:
+            seq.finish(chunk)

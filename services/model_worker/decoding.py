@@ -1,0 +1,89 @@
+"""From sampled tokens to worker-protocol snapshots: stop rules, usage, partial UTF-8.
+
+Shared by every engine so that a request's output does not depend on how it was scheduled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.model_worker.stopping import find_stop, visible_text
+from shared.schemas import GenerateParams
+
+
+def stop_token_ids(params: GenerateParams, tokenizer: Any, extra: list[int]) -> set[int]:
+    ids = set(params.stop_token_ids or []) | set(extra)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+class SequenceDecoder:
+    """Follows one generation token by token and says what to send and when to stop.
+
+    Usage counts are exact: the prompt tokens the model saw and every generated token. A stop on
+    the last allowed step reports "stop" (the original reported "length").
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        params: GenerateParams,
+        prompt_tokens: int,
+        extra_stop_token_ids: list[int] | None = None,
+        stream_interval: int = 2,
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._params = params
+        self._stops = params.stop_strings()
+        self._stop_ids = stop_token_ids(params, tokenizer, extra_stop_token_ids or [])
+        self._interval = max(1, stream_interval)
+        self._prefix = params.prompt if params.echo else ""
+        self._shown = ""
+        self.prompt_tokens = prompt_tokens
+        self.generated: list[int] = []
+        self.finished = False
+
+    def _usage(self) -> dict[str, int]:
+        n = len(self.generated)
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": n,
+            "total_tokens": self.prompt_tokens + n,
+        }
+
+    def add(self, token: int) -> dict[str, Any] | None:
+        """Record a sampled token; return a snapshot to send, if one is due."""
+        step = len(self.generated)
+        self.generated.append(token)
+        stopped = token in self._stop_ids
+        last = stopped or step == self._params.max_new_tokens - 1
+        if not (self._stops or last or step % self._interval == 0):
+            return None
+        text = self._tokenizer.decode(
+            self.generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        if self._stops:
+            match = find_stop(text, self._stops)
+            if match.stopped or not last:
+                text = text[: match.end]
+            stopped = stopped or match.stopped
+            last = last or stopped
+        text = visible_text(text, final=last)
+        if last:
+            self.finished = True
+            return {
+                "text": self._prefix + text,
+                "error_code": 0,
+                "usage": self._usage(),
+                "finish_reason": "stop" if stopped else "length",
+            }
+        if text != self._shown and step % self._interval == 0:
+            self._shown = text
+            return {
+                "text": self._prefix + text,
+                "error_code": 0,
+                "usage": self._usage(),
+                "finish_reason": None,
+            }
+        return None
