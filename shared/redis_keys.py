@@ -17,3 +17,16 @@ class RedisKeys:
     def worker(self, name: str) -> str:
         """Hash describing one worker; expires when its heartbeats stop."""
         return f"{self.prefix}worker:{name}"
+
+    @property
+    def known_models(self) -> str:
+        """Sorted set of model names scored by when they were last served (404 vs 503)."""
+        return f"{self.prefix}known_models"
+
+    def record(self, kind: str, record_id: str) -> str:
+        """JSON document of one job-like record (dataset, fine-tuning job, merge)."""
+        return f"{self.prefix}{kind}:{record_id}"
+
+    def record_index(self, kind: str) -> str:
+        """Sorted set of a kind's record ids by creation time."""
+        return f"{self.prefix}{kind}s"

@@ -88,6 +88,8 @@ class GenerateParams(BaseModel):
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     echo: StrictBool = True
     seed: int | None = Field(None, ge=0)
+    # Keep at most this many of the latest prompt tokens (TGI's ``truncate``).
+    truncate: int | None = Field(None, ge=1)
 
     @field_validator("stop")
     @classmethod

@@ -31,6 +31,14 @@ class CommonSettings(_Section):
     log_dir: Path = Field(REPO_ROOT / "logs", alias="LOG_DIR")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     models_dir: Path = Field(REPO_ROOT / "models", alias="MODELS_DIR")
+    # Where built datasets live (one folder per dataset id); shared by controller and ingestor.
+    datasets_dir: Path = Field(REPO_ROOT / "datasets", alias="DATASETS_DIR")
+    # Celery broker and result backend; empty: REDIS_URL.
+    celery_broker_url: str = Field("", alias="CELERY_BROKER_URL")
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
 
 
 class ControllerSettings(_Section):

@@ -124,7 +124,12 @@ def controller(
 ) -> Callable[..., str]:
     """Start a controller process on a free port; returns its URL."""
 
-    def start(*extra: str, expiration: float = 3.0, port: int | None = None) -> str:
+    def start(
+        *extra: str,
+        expiration: float = 3.0,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
         port = port or free_port()
         proc = service(
             "services.controller",
@@ -137,6 +142,7 @@ def controller(
             "--heart-beat-expiration",
             str(expiration),
             *extra,
+            env=env,
         )
         url = f"http://127.0.0.1:{port}"
         proc.wait_http(f"{url}/test_connection")

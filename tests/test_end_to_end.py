@@ -123,3 +123,6 @@ def test_an_overloaded_worker_answers_429_with_retry_after(
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["error_code"] == 42903
         assert "overloaded" in refused.json()["text"]
+        tgi = httpx.post(f"{worker_url}/generate", json={"inputs": "Hi"})
+        assert tgi.status_code == 429
+        assert tgi.json() == {"error": "Model is overloaded", "error_type": "overloaded"}

@@ -9,16 +9,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
-from fastapi.responses import StreamingResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from services.model_worker.engine import ModelEngine
+from services.model_worker.engine import ModelEngine, new_request_id
 from services.model_worker.registration import ControllerLink
+from services.model_worker.tgi_api import install_tgi_api
 from shared.http_errors import install_error_handlers
 from shared.schemas import CountTokenRequest, GenerateParams, WorkerStatus
 from shared.worker_protocol import encode_chunk
 
 log = logging.getLogger(__name__)
+
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def request_id_of(request: Request) -> str:
+    """The caller's request id (the controller forwards its own), else a new one."""
+    return request.headers.get(REQUEST_ID_HEADER) or new_request_id()
 
 
 def create_app(
@@ -59,14 +69,21 @@ def create_app(
         async for chunk in chunks:
             yield encode_chunk(chunk)
 
-    async def generate_stream(params: GenerateParams) -> StreamingResponse:
+    async def generate_stream(params: GenerateParams, request: Request) -> StreamingResponse:
         engine.validate(params)
-        chunks = engine.open_stream(params)  # admits now, or answers 429
-        return StreamingResponse(framed(chunks), media_type="application/octet-stream")
+        request_id = request_id_of(request)
+        chunks = engine.open_stream(params, request_id=request_id)  # admits now, or 429
+        return StreamingResponse(
+            framed(chunks),
+            media_type="application/octet-stream",
+            headers={REQUEST_ID_HEADER: request_id},
+        )
 
-    async def generate(params: GenerateParams) -> dict:
+    async def generate(params: GenerateParams, request: Request) -> JSONResponse:
         engine.validate(params)
-        return await engine.generate(params)
+        request_id = request_id_of(request)
+        result = await engine.generate(params, request_id=request_id)
+        return JSONResponse(result, headers={REQUEST_ID_HEADER: request_id})
 
     app.post("/worker_generate_stream")(generate_stream)
     app.post("/worker_generate_completion_stream")(generate_stream)
@@ -88,6 +105,12 @@ def create_app(
     @app.post("/worker_get_conv_template")
     async def worker_get_conv_template() -> dict:
         return {"conv": engine.conversation.dict()}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(engine.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    install_tgi_api(app, engine)
 
     @app.get("/health")
     async def health() -> dict:

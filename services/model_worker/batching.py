@@ -172,7 +172,11 @@ class BatchScheduler:
             seq.prefilled += len(chunk)
             if seq.prefilled < len(seq.prompt_ids):
                 return True
-            token = seq.sampler.choose(out.logits[:, -1, :].float(), seq.token_ids(self._device))
+            token, logprob = seq.sampler.choose(
+                out.logits[:, -1, :].float(),
+                seq.token_ids(self._device),
+                with_logprob=seq.decoder.token_events,
+            )
         except Exception as exc:
             log.exception("event=prefill_failed")
             self._prefilling = None
@@ -180,7 +184,7 @@ class BatchScheduler:
             return True
         self._prefilling = None
         seq.first_token_at = time.monotonic()
-        chunk_out = seq.decoder.add(token)
+        chunk_out = seq.decoder.add(token, logprob)
         if seq.decoder.finished:
             seq.finish(chunk_out)
             return True
@@ -195,12 +199,17 @@ class BatchScheduler:
         try:
             logits = self._batch.step(self._model)
             greedy = torch.argmax(logits, dim=-1).tolist()
-            tokens = [
-                greedy[i]
-                if seq.sampler.plain_greedy
-                else seq.sampler.choose(logits[i : i + 1], seq.token_ids(self._device))
+            choices = [
+                (greedy[i], None)
+                if seq.sampler.plain_greedy and not seq.decoder.token_events
+                else seq.sampler.choose(
+                    logits[i : i + 1],
+                    seq.token_ids(self._device),
+                    with_logprob=seq.decoder.token_events,
+                )
                 for i, seq in enumerate(self._rows)
             ]
+            tokens = [token for token, _ in choices]
         except Exception as exc:
             log.exception("event=decode_failed rows=%d", len(self._rows))
             for seq in self._rows:
@@ -208,8 +217,8 @@ class BatchScheduler:
             self._rows, self._batch = [], KVBatch()
             return
         keep, done = [], []
-        for i, (seq, token) in enumerate(zip(self._rows, tokens, strict=True)):
-            chunk = seq.decoder.add(token)
+        for i, (seq, (token, logprob)) in enumerate(zip(self._rows, choices, strict=True)):
+            chunk = seq.decoder.add(token, logprob)
             if seq.decoder.finished:
                 done.append((seq, chunk))
             else:

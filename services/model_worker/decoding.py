@@ -32,6 +32,7 @@ class SequenceDecoder:
         prompt_tokens: int,
         extra_stop_token_ids: list[int] | None = None,
         stream_interval: int = 2,
+        token_events: bool = False,
     ) -> None:
         self._tokenizer = tokenizer
         self._params = params
@@ -43,6 +44,9 @@ class SequenceDecoder:
         self.prompt_tokens = prompt_tokens
         self.generated: list[int] = []
         self.finished = False
+        # Per-token events (id, text, logprob, special) for protocols that stream tokens (TGI).
+        self.token_events = token_events
+        self._special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
 
     def _usage(self) -> dict[str, int]:
         n = len(self.generated)
@@ -52,13 +56,14 @@ class SequenceDecoder:
             "total_tokens": self.prompt_tokens + n,
         }
 
-    def add(self, token: int) -> dict[str, Any] | None:
+    def add(self, token: int, logprob: float | None = None) -> dict[str, Any] | None:
         """Record a sampled token; return a snapshot to send, if one is due."""
         step = len(self.generated)
         self.generated.append(token)
-        stopped = token in self._stop_ids
+        stopped_by_token = token in self._stop_ids
+        stopped = stopped_by_token
         last = stopped or step == self._params.max_new_tokens - 1
-        if not (self._stops or last or step % self._interval == 0):
+        if not (self._stops or last or self.token_events or step % self._interval == 0):
             return None
         text = self._tokenizer.decode(
             self.generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
@@ -70,20 +75,30 @@ class SequenceDecoder:
             stopped = stopped or match.stopped
             last = last or stopped
         text = visible_text(text, final=last)
+        chunk: dict[str, Any] = {
+            "text": self._prefix + text,
+            "error_code": 0,
+            "usage": self._usage(),
+            "finish_reason": None,
+        }
+        if self.token_events:
+            chunk["token"] = {
+                "id": token,
+                "text": self._tokenizer.decode([token], clean_up_tokenization_spaces=False),
+                "logprob": logprob,
+                "special": token in self._special_ids,
+            }
         if last:
             self.finished = True
-            return {
-                "text": self._prefix + text,
-                "error_code": 0,
-                "usage": self._usage(),
-                "finish_reason": "stop" if stopped else "length",
-            }
+            chunk["finish_reason"] = "stop" if stopped else "length"
+            if self.token_events:
+                chunk["stop_kind"] = (
+                    "eos_token" if stopped_by_token else "stop_sequence" if stopped else "length"
+                )
+            return chunk
+        if self.token_events:
+            return chunk
         if text != self._shown and step % self._interval == 0:
             self._shown = text
-            return {
-                "text": self._prefix + text,
-                "error_code": 0,
-                "usage": self._usage(),
-                "finish_reason": None,
-            }
+            return chunk
         return None

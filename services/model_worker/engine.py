@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from services.model_worker.batching import END_OF_STREAM, BatchScheduler, Sequen
 from services.model_worker.decoding import SequenceDecoder
 from services.model_worker.generation import generate_stream, prepare_prompt
 from services.model_worker.loader import LoadedModel
+from services.model_worker.metrics import WorkerMetrics
 from services.model_worker.sampling import Sampler
 from shared.constants import ErrorCode
 from shared.conversation import Conversation
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 
 EngineMode = Literal["batch", "sequential"]
 RETRY_AFTER_SECONDS = 1
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex[:16]}"
 
 
 def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[[Any], None]:
@@ -70,6 +76,9 @@ class ModelEngine:
         self._executor: ThreadPoolExecutor | None = None
         self._running = 0
         self._waiting = 0
+        self.metrics = WorkerMetrics(
+            model_names[0], lambda: self.running + self.waiting, lambda: self.running
+        )
         if mode == "batch":
             self._scheduler = BatchScheduler(loaded.model, max_batch_size, prefill_chunk)
         else:
@@ -118,13 +127,22 @@ class ModelEngine:
     def count_tokens(self, prompt: str) -> int:
         return len(self.loaded.tokenizer(prompt).input_ids)
 
-    def open_stream(self, params: GenerateParams) -> AsyncIterator[dict[str, Any]]:
+    def open_stream(
+        self,
+        params: GenerateParams,
+        token_events: bool = False,
+        request_id: str = "",
+        protocol: str = "fastchat",
+    ) -> AsyncIterator[dict[str, Any]]:
         """Admit a request now (or refuse it with 429) and return its stream of snapshots.
 
-        Closing the stream early (client went away) stops the generation at its next token.
+        With ``token_events`` every generated token produces an item carrying a ``token``
+        (id, text, logprob, special) and the last one a ``stop_kind``. Closing the stream early
+        (client went away) stops the generation at its next token.
         """
         full = self.running + self.waiting >= self.max_batch_size + self.max_queue
         if full:
+            self.metrics.rejected("overloaded")
             raise APIError(
                 429,
                 f"The worker is overloaded: {self.running} requests running and {self.waiting} "
@@ -133,21 +151,29 @@ class ModelEngine:
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         if self._scheduler is not None:
-            return self._batched(params)
-        return self._sequential(params)
+            chunks = self._batched(params, token_events)
+        else:
+            chunks = self._sequential(params, token_events)
+        return self.metrics.observe(chunks, request_id or new_request_id(), protocol)
 
-    async def generate(self, params: GenerateParams) -> dict[str, Any]:
+    async def generate(self, params: GenerateParams, request_id: str = "") -> dict[str, Any]:
         last: dict[str, Any] = {"text": "", "error_code": int(ErrorCode.INTERNAL_ERROR)}
-        async for chunk in self.open_stream(params):
+        async for chunk in self.open_stream(params, request_id=request_id):
             last = chunk
         return last
 
-    async def _batched(self, params: GenerateParams) -> AsyncIterator[dict[str, Any]]:
+    async def _batched(
+        self, params: GenerateParams, token_events: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         assert self._scheduler is not None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         prepared = prepare_prompt(
-            self.loaded.tokenizer, params.prompt, self.context_len, params.max_new_tokens
+            self.loaded.tokenizer,
+            params.prompt,
+            self.context_len,
+            params.max_new_tokens,
+            params.truncate,
         )
         seq = Sequence(
             params=params,
@@ -159,6 +185,7 @@ class ModelEngine:
                 len(prepared.input_ids),
                 self.conversation.stop_token_ids,
                 self.stream_interval,
+                token_events,
             ),
             emit=_emitter(loop, queue),
         )
@@ -178,6 +205,7 @@ class ModelEngine:
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue,
         cancel: threading.Event,
+        token_events: bool,
     ) -> None:
         put = _emitter(loop, queue)
         try:
@@ -189,6 +217,7 @@ class ModelEngine:
                 stream_interval=self.stream_interval,
                 extra_stop_token_ids=self.conversation.stop_token_ids,
                 cancel=cancel,
+                token_events=token_events,
             ):
                 put(chunk)
         except Exception as exc:  # reported to the client as an error chunk
@@ -197,7 +226,9 @@ class ModelEngine:
         finally:
             put(END_OF_STREAM)
 
-    async def _sequential(self, params: GenerateParams) -> AsyncIterator[dict[str, Any]]:
+    async def _sequential(
+        self, params: GenerateParams, token_events: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         assert self._executor is not None
         self._waiting += 1
         try:
@@ -209,7 +240,7 @@ class ModelEngine:
         queue: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
         future = loop.run_in_executor(
-            self._executor, self._run_sequential, params, loop, queue, cancel
+            self._executor, self._run_sequential, params, loop, queue, cancel, token_events
         )
         try:
             while (item := await queue.get()) is not END_OF_STREAM:

@@ -30,11 +30,18 @@ class PreparedPrompt:
 
 
 def prepare_prompt(
-    tokenizer: Any, prompt: str, context_len: int, max_new_tokens: int
+    tokenizer: Any,
+    prompt: str,
+    context_len: int,
+    max_new_tokens: int,
+    truncate: int | None = None,
 ) -> PreparedPrompt:
-    """Tokenize and keep the most recent tokens that leave room for ``max_new_tokens``."""
+    """Tokenize and keep the most recent tokens that leave room for ``max_new_tokens``
+    (and at most ``truncate`` of them when given)."""
     ids = tokenizer(prompt).input_ids
     budget = context_len - max_new_tokens
+    if truncate is not None:
+        budget = min(budget, truncate)
     if len(ids) > budget:
         return PreparedPrompt(ids[len(ids) - budget :], len(ids) - budget)
     return PreparedPrompt(ids, 0)
@@ -49,14 +56,22 @@ def generate_stream(
     stream_interval: int = 2,
     extra_stop_token_ids: list[int] | None = None,
     cancel: threading.Event | None = None,
+    token_events: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yield ``{"text", "error_code", "usage", "finish_reason"}`` snapshots; the last one has
     ``finish_reason`` set ("stop" or "length")."""
     device = model.device
-    prepared = prepare_prompt(tokenizer, params.prompt, context_len, params.max_new_tokens)
+    prepared = prepare_prompt(
+        tokenizer, params.prompt, context_len, params.max_new_tokens, params.truncate
+    )
     sampler = Sampler(params, device)
     decoder = SequenceDecoder(
-        tokenizer, params, len(prepared.input_ids), extra_stop_token_ids, stream_interval
+        tokenizer,
+        params,
+        len(prepared.input_ids),
+        extra_stop_token_ids,
+        stream_interval,
+        token_events,
     )
     all_ids = torch.tensor([prepared.input_ids], device=device)
     next_input = all_ids
@@ -69,10 +84,12 @@ def generate_stream(
                     return
                 out = model(input_ids=next_input, cache=cache, use_cache=True, logits_to_keep=1)
                 cache = out.cache
-                token = sampler.choose(out.logits[:, -1, :].float(), all_ids)
+                token, logprob = sampler.choose(
+                    out.logits[:, -1, :].float(), all_ids, with_logprob=token_events
+                )
                 next_input = torch.tensor([[token]], device=device)
                 all_ids = torch.cat([all_ids, next_input], dim=1)
-                if (chunk := decoder.add(token)) is not None:
+                if (chunk := decoder.add(token, logprob)) is not None:
                     yield chunk
     finally:
         # No gc.collect() here (FastChat does one per request): a full collection holds the GIL

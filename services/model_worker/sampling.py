@@ -51,11 +51,20 @@ class Sampler:
         """Argmax of the raw logits: can be computed for many requests at once."""
         return self.greedy and not self.processors
 
-    def choose(self, logits: torch.Tensor, token_ids: torch.Tensor) -> int:
-        """``logits``: [1, vocab] float; ``token_ids``: [1, length] prompt + generated so far."""
+    def choose(
+        self, logits: torch.Tensor, token_ids: torch.Tensor, with_logprob: bool = False
+    ) -> tuple[int, float | None]:
+        """``logits``: [1, vocab] float; ``token_ids``: [1, length] prompt + generated so far.
+
+        Returns the token and, if asked, its log-probability under the processed distribution.
+        """
         if self.processors:
             logits = self.processors(token_ids, logits)
         if self.greedy:
-            return int(torch.argmax(logits, dim=-1))
-        probs = torch.softmax(logits, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+            token = int(torch.argmax(logits, dim=-1))
+        else:
+            probs = torch.softmax(logits, dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+        if not with_logprob:
+            return token, None
+        return token, float(torch.log_softmax(logits, dim=-1)[0, token])

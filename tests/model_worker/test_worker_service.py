@@ -10,35 +10,8 @@ from transformers import AutoTokenizer
 
 from shared.conversation import Conversation
 from shared.worker_protocol import iter_chunks
-from tests.support import free_port
 
 PROMPT = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-
-
-@pytest.fixture(scope="module")
-def worker_url(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    from tests.support import ServiceProcess
-
-    port = free_port()
-    proc = ServiceProcess(
-        "services.model_worker",
-        [
-            "--port",
-            str(port),
-            "--model-path",
-            str(tiny_model_dir),
-            "--no-register",
-            "--model-names",
-            "tiny",
-        ],
-        tmp_path_factory.mktemp("logs") / "worker.log",
-    ).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        proc.wait_http(f"{url}/health", timeout=120)
-        yield url
-    finally:
-        proc.stop()
 
 
 def post(url: str, body: object = None, **kwargs: object) -> httpx.Response:
