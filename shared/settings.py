@@ -87,6 +87,14 @@ class WorkerSettings(_Section):
     heart_beat_interval: float = 2.0
     no_register: bool = False
     seed: int | None = None
+    # local: the model runs here; tgi / openai: forward to an existing server at backend_url.
+    backend: Literal["local", "tgi", "openai"] = "local"
+    backend_url: str = ""
+    backend_model: str = ""
+    backend_api_key: str = ""
+    # Remote backends: the tokenizer for templates and token counts (default: model_path).
+    tokenizer_path: str = ""
+    context_len: int = 4096
 
 
 class WebUISettings(_Section):

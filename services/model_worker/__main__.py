@@ -11,7 +11,11 @@ import uvicorn
 
 from services.model_worker.app import create_app
 from services.model_worker.args import add_model_args, load_from_args
-from services.model_worker.engine import ModelEngine
+from services.model_worker.engine import ModelEngine, ServingEngine
+from services.model_worker.loader import LoadedModel
+from services.model_worker.remote import RemoteEngine, remote_context_len
+from services.model_worker.template_choice import conversation_for
+from shared.conversation import Conversation
 from shared.logging_setup import configure_logging
 from shared.settings import CommonSettings, WorkerSettings
 
@@ -67,6 +71,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stream-interval", type=int, default=settings.stream_interval)
     parser.add_argument("--heart-beat-interval", type=float, default=settings.heart_beat_interval)
     parser.add_argument("--no-register", action="store_true", default=settings.no_register)
+    parser.add_argument(
+        "--backend",
+        choices=["local", "tgi", "openai"],
+        default=settings.backend,
+        help="local: load the model here; tgi/openai: forward to --backend-url",
+    )
+    parser.add_argument("--backend-url", default=settings.backend_url)
+    parser.add_argument(
+        "--backend-model", default=settings.backend_model, help="model name on an openai backend"
+    )
+    parser.add_argument("--backend-api-key", default=settings.backend_api_key)
+    parser.add_argument(
+        "--tokenizer-path",
+        default=settings.tokenizer_path,
+        help="remote backends: tokenizer for the template and token counts (default: model path)",
+    )
+    parser.add_argument(
+        "--context-len",
+        type=int,
+        default=settings.context_len,
+        help="remote backends: context length when the server does not say",
+    )
     parser.add_argument("--seed", type=int, default=settings.seed)
     parser.add_argument("--log-level", default=common.log_level)
     args = parser.parse_args(argv)
@@ -76,17 +102,12 @@ def main(argv: list[str] | None = None) -> None:
         import transformers
 
         transformers.set_seed(args.seed)
-    loaded, conversation = load_from_args(parser, args)
-    engine = ModelEngine(
-        loaded,
-        model_names_for(args.model_path, args.model_names),
-        conversation,
-        mode=args.engine,
-        max_batch_size=args.limit_model_concurrency,
-        max_queue=args.max_queue,
-        stream_interval=args.stream_interval,
-        prefill_chunk=args.prefill_chunk,
-    )
+    names = model_names_for(args.model_path, args.model_names)
+    if args.backend != "local":
+        engine: ServingEngine = remote_engine(parser, args, names)
+    else:
+        loaded, conversation = load_from_args(parser, args)
+        engine = local_engine(args, loaded, conversation, names)
     address = advertised_address(args.host, args.port, args.worker_address)
     app = create_app(
         engine,
@@ -96,6 +117,49 @@ def main(argv: list[str] | None = None) -> None:
         register=not args.no_register,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+
+
+def local_engine(
+    args: argparse.Namespace, loaded: LoadedModel, conversation: Conversation, names: list[str]
+) -> ModelEngine:
+    return ModelEngine(
+        loaded,
+        names,
+        conversation,
+        mode=args.engine,
+        max_batch_size=args.limit_model_concurrency,
+        max_queue=args.max_queue,
+        stream_interval=args.stream_interval,
+        prefill_chunk=args.prefill_chunk,
+    )
+
+
+def remote_engine(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, names: list[str]
+) -> RemoteEngine:
+    from transformers import AutoTokenizer
+
+    if not args.backend_url:
+        parser.exit(2, f"error: --backend {args.backend} needs --backend-url\n")
+    tokenizer_path = args.tokenizer_path or args.model_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        conversation = conversation_for(tokenizer_path, tokenizer, args.conv_template)
+    except (OSError, ValueError, KeyError) as exc:
+        parser.exit(2, f"error: could not load the tokenizer {tokenizer_path!r}: {exc}\n")
+    context_len = remote_context_len(args.backend, args.backend_url, args.backend_model)
+    return RemoteEngine(
+        args.backend,
+        args.backend_url,
+        tokenizer,
+        names,
+        conversation,
+        context_len=context_len or args.context_len,
+        remote_model=args.backend_model or None,
+        api_key=args.backend_api_key or None,
+        max_batch_size=args.limit_model_concurrency,
+        max_queue=args.max_queue,
+    )
 
 
 if __name__ == "__main__":

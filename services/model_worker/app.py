@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from services.model_worker.engine import ModelEngine, new_request_id
+from services.model_worker.engine import ServingEngine, new_request_id
 from services.model_worker.registration import ControllerLink
 from services.model_worker.tgi_api import install_tgi_api
 from shared.http_errors import install_error_handlers
@@ -32,7 +32,7 @@ def request_id_of(request: Request) -> str:
 
 
 def create_app(
-    engine: ModelEngine,
+    engine: ServingEngine,
     worker_address: str,
     controller_address: str,
     heart_beat_interval: float = 2.0,

@@ -52,50 +52,48 @@ def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[
     return emit
 
 
-class ModelEngine:
+class ServingEngine:
+    """What every engine shares: admission with a bounded queue, validation, metrics, status.
+
+    Subclasses say how many requests are running and waiting, and implement ``_stream``.
+    """
+
     def __init__(
         self,
-        loaded: LoadedModel,
         model_names: list[str],
         conversation: Conversation,
-        *,
-        mode: EngineMode = "batch",
-        max_batch_size: int = 32,
-        max_queue: int = 256,
-        stream_interval: int = 2,
-        prefill_chunk: int = 512,
+        tokenizer: Any,
+        context_len: int,
+        vocab_size: int,
+        device: str,
+        max_batch_size: int,
+        max_queue: int,
     ) -> None:
-        self.loaded = loaded
         self.model_names = model_names
         self.conversation = conversation
-        self.mode = mode
+        self.tokenizer = tokenizer
+        self.context_len = context_len
+        self.vocab_size = vocab_size
+        self.device = device
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
-        self.stream_interval = stream_interval
-        self._scheduler: BatchScheduler | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._running = 0
-        self._waiting = 0
         self.metrics = WorkerMetrics(
             model_names[0], lambda: self.running + self.waiting, lambda: self.running
         )
-        if mode == "batch":
-            self._scheduler = BatchScheduler(loaded.model, max_batch_size, prefill_chunk)
-        else:
-            self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")
-            self._slots = asyncio.Semaphore(max_batch_size)
-
-    @property
-    def context_len(self) -> int:
-        return self.loaded.context_len
 
     @property
     def running(self) -> int:
-        return self._scheduler.running if self._scheduler else self._running
+        raise NotImplementedError
 
     @property
     def waiting(self) -> int:
-        return self._scheduler.waiting if self._scheduler else self._waiting
+        raise NotImplementedError
+
+    def _stream(self, params: GenerateParams, token_events: bool) -> AsyncIterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Release threads and connections."""
 
     def status(self) -> WorkerStatus:
         return WorkerStatus(
@@ -114,18 +112,17 @@ class ModelEngine:
                 ErrorCode.PARAM_OUT_OF_RANGE,
                 "max_new_tokens",
             )
-        vocab = self.loaded.model.config.vocab_size
-        bad = [i for i in params.stop_token_ids or [] if i >= vocab]
+        bad = [i for i in params.stop_token_ids or [] if i >= self.vocab_size]
         if bad:
             raise APIError(
                 400,
-                f"stop_token_ids: {bad} are outside the vocabulary of {vocab} tokens",
+                f"stop_token_ids: {bad} are outside the vocabulary of {self.vocab_size} tokens",
                 ErrorCode.PARAM_OUT_OF_RANGE,
                 "stop_token_ids",
             )
 
     def count_tokens(self, prompt: str) -> int:
-        return len(self.loaded.tokenizer(prompt).input_ids)
+        return len(self.tokenizer(prompt).input_ids)
 
     def open_stream(
         self,
@@ -140,8 +137,7 @@ class ModelEngine:
         (id, text, logprob, special) and the last one a ``stop_kind``. Closing the stream early
         (client went away) stops the generation at its next token.
         """
-        full = self.running + self.waiting >= self.max_batch_size + self.max_queue
-        if full:
+        if self.running + self.waiting >= self.max_batch_size + self.max_queue:
             self.metrics.rejected("overloaded")
             raise APIError(
                 429,
@@ -150,10 +146,7 @@ class ModelEngine:
                 ErrorCode.ENGINE_OVERLOADED,
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
-        if self._scheduler is not None:
-            chunks = self._batched(params, token_events)
-        else:
-            chunks = self._sequential(params, token_events)
+        chunks = self._stream(params, token_events)
         return self.metrics.observe(chunks, request_id or new_request_id(), protocol)
 
     async def generate(self, params: GenerateParams, request_id: str = "") -> dict[str, Any]:
@@ -161,6 +154,58 @@ class ModelEngine:
         async for chunk in self.open_stream(params, request_id=request_id):
             last = chunk
         return last
+
+
+class ModelEngine(ServingEngine):
+    """A model loaded in this process, served by the batch or the sequential engine."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        model_names: list[str],
+        conversation: Conversation,
+        *,
+        mode: EngineMode = "batch",
+        max_batch_size: int = 32,
+        max_queue: int = 256,
+        stream_interval: int = 2,
+        prefill_chunk: int = 512,
+    ) -> None:
+        super().__init__(
+            model_names,
+            conversation,
+            loaded.tokenizer,
+            loaded.context_len,
+            loaded.model.config.vocab_size,
+            loaded.device,
+            max_batch_size,
+            max_queue,
+        )
+        self.loaded = loaded
+        self.mode = mode
+        self.stream_interval = stream_interval
+        self._scheduler: BatchScheduler | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._running = 0
+        self._waiting = 0
+        if mode == "batch":
+            self._scheduler = BatchScheduler(loaded.model, max_batch_size, prefill_chunk)
+        else:
+            self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")
+            self._slots = asyncio.Semaphore(max_batch_size)
+
+    @property
+    def running(self) -> int:
+        return self._scheduler.running if self._scheduler else self._running
+
+    @property
+    def waiting(self) -> int:
+        return self._scheduler.waiting if self._scheduler else self._waiting
+
+    def _stream(self, params: GenerateParams, token_events: bool) -> AsyncIterator[dict[str, Any]]:
+        if self._scheduler is not None:
+            return self._batched(params, token_events)
+        return self._sequential(params, token_events)
 
     async def _batched(
         self, params: GenerateParams, token_events: bool

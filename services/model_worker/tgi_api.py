@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.model_worker.engine import ModelEngine, new_request_id
+from services.model_worker.engine import ServingEngine, new_request_id
 from services.model_worker.tgi_protocol import (
     MAX_BEST_OF,
     MAX_STOP_SEQUENCES,
@@ -34,8 +34,8 @@ def _sse(data: dict[str, Any]) -> bytes:
     return f"data:{json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def install_tgi_api(app: FastAPI, engine: ModelEngine) -> None:
-    tokenizer = engine.loaded.tokenizer
+def install_tgi_api(app: FastAPI, engine: ServingEngine) -> None:
+    tokenizer = engine.tokenizer
 
     def validation_error(message: str) -> JSONResponse:
         return JSONResponse(error_body(f"Input validation error: {message}", "validation"), 422)
@@ -75,7 +75,7 @@ def install_tgi_api(app: FastAPI, engine: ModelEngine) -> None:
         usage = events[-1]["usage"]
         elapsed = time.monotonic() - started
         headers = {
-            "x-compute-type": engine.loaded.device,
+            "x-compute-type": engine.device,
             "x-compute-time": f"{elapsed:.6f}",
             "x-compute-characters": str(len(tgi.inputs)),
             "x-total-time": str(int(elapsed * 1000)),
@@ -106,7 +106,7 @@ def install_tgi_api(app: FastAPI, engine: ModelEngine) -> None:
             sse_stream(tgi, params, events),
             media_type="text/event-stream",
             headers={
-                "x-compute-type": engine.loaded.device,
+                "x-compute-type": engine.device,
                 "x-compute-characters": str(len(tgi.inputs)),
                 "X-Accel-Buffering": "no",
             },
