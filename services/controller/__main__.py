@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> None:
         default=settings.heart_beat_expiration,
         help="seconds without heartbeat after which a worker leaves routing",
     )
+    parser.add_argument(
+        "--api-keys",
+        default=settings.api_keys,
+        help="comma-separated Bearer keys required on the OpenAI-compatible /v1 routes",
+    )
     parser.add_argument("--redis-url", default=common.redis_url)
     parser.add_argument("--redis-key-prefix", default=common.redis_key_prefix)
     parser.add_argument("--log-level", default=common.log_level)
@@ -39,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             "port": args.port,
             "dispatch_method": args.dispatch_method,
             "heart_beat_expiration": args.heart_beat_expiration,
+            "api_keys": args.api_keys,
         }
     )
     configure_logging("controller", args.log_level)

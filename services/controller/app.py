@@ -13,11 +13,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
+from services.controller.datasets_api import router as datasets_router
+from services.controller.openai_api import install_openai_api
+from services.controller.openai_service import OpenAIService
 from services.controller.proxy import error_chunk, open_worker_stream, relay_stream
 from services.controller.registry import DispatchMethod, WorkerRegistry
+from shared.celery_app import make_celery
 from shared.constants import ErrorCode
+from shared.datasets import DATASET_KIND
 from shared.http_errors import APIError, error_response, install_error_handlers
-from shared.redis_client import async_redis
+from shared.job_records import RecordStore
+from shared.redis_client import async_redis, sync_redis
 from shared.redis_keys import RedisKeys
 from shared.schemas import (
     HeartbeatRequest,
@@ -77,6 +83,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.common = common
+        app.state.datasets = RecordStore(
+            sync_redis(common.redis_url), RedisKeys(common.redis_key_prefix), DATASET_KIND
+        )
+        app.state.celery = make_celery("controller", common)
         redis = async_redis(common.redis_url)
         registry = WorkerRegistry(
             redis, RedisKeys(common.redis_key_prefix), settings.heart_beat_expiration
@@ -84,6 +95,9 @@ def create_app(
         timeout = httpx.Timeout(settings.worker_api_timeout, connect=5.0)
         async with httpx.AsyncClient(timeout=timeout) as client:
             app.state.controller = Controller(registry, client, settings)
+            app.state.openai = OpenAIService.create(
+                registry, redis, RedisKeys(common.redis_key_prefix), client, settings
+            )
             log.info(
                 "event=controller_started redis=%s prefix=%s dispatch=%s",
                 common.redis_url,
@@ -95,6 +109,8 @@ def create_app(
 
     app = FastAPI(title="camel-chat controller", lifespan=lifespan)
     install_error_handlers(app)
+    install_openai_api(app, settings)
+    app.include_router(datasets_router)
 
     def ctl(request: Request) -> Controller:
         return request.app.state.controller

@@ -1,0 +1,41 @@
+"""Celery plumbing shared by the services: one app factory, queue names and task names.
+
+The controller sends tasks by name (``send_task``) and never imports a worker service's code;
+each worker service registers its tasks on an app made here and consumes its own queue.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.settings import CommonSettings
+
+INGEST_QUEUE = "ingest"
+TRAIN_QUEUE = "train"
+MERGE_QUEUE = "merge"
+
+BUILD_DATASET_TASK = "ingest.build_dataset"
+
+TASK_QUEUES = {BUILD_DATASET_TASK: INGEST_QUEUE}
+
+
+def make_celery(name: str, settings: CommonSettings | None = None) -> Celery:
+    settings = settings or CommonSettings()
+    app = Celery(name, broker=settings.broker_url, backend=settings.broker_url)
+    app.conf.update(
+        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        # Long jobs: take one at a time and acknowledge only when done, so a worker that dies
+        # mid-job leaves the job to be redelivered instead of lost.
+        worker_prefetch_multiplier=1,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        broker_connection_retry_on_startup=True,
+        # Keys of this deployment's broker live under its prefix like every other key.
+        broker_transport_options={"global_keyprefix": settings.redis_key_prefix},
+        result_backend_transport_options={"global_keyprefix": settings.redis_key_prefix},
+        result_expires=7 * 24 * 3600,
+    )
+    return app

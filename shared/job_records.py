@@ -1,0 +1,79 @@
+"""Job-like records (datasets, and later training jobs and merges) kept in Redis.
+
+One JSON document per record under ``{prefix}{kind}:{id}`` plus a sorted-set index by creation
+time, so that every controller and worker service sees the same state and a restart loses nothing.
+Writers are the controller (create, cancel requests) and the one task that owns the record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from shared.redis_keys import RedisKeys
+
+
+class RecordStore:
+    """Synchronous on purpose: Celery tasks use it directly and FastAPI runs sync routes in
+    its thread pool, so neither blocks an event loop."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, kind: str) -> None:
+        self._redis = client
+        self._keys = keys
+        self._kind = kind
+
+    def _key(self, record_id: str) -> str:
+        return self._keys.record(self._kind, record_id)
+
+    def create(self, record: dict[str, Any]) -> None:
+        key = self._key(record["id"])
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, json.dumps(record), nx=True)
+            pipe.zadd(self._keys.record_index(self._kind), {record["id"]: time.time()})
+            created, _ = pipe.execute()
+        if not created:
+            raise KeyError(f"{self._kind} {record['id']} already exists")
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        raw = self._redis.get(self._key(record_id))
+        return json.loads(raw) if raw else None
+
+    def update(self, record_id: str, **fields: Any) -> dict[str, Any] | None:
+        """Merge top-level fields atomically; returns the new record (None if there is none).
+
+        Optimistic: retried if another writer changed the record in between (WATCH).
+        """
+        key = self._key(record_id)
+        with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        pipe.unwatch()
+                        return None
+                    record = {**json.loads(raw), **fields}
+                    pipe.multi()
+                    pipe.set(key, json.dumps(record))
+                    pipe.execute()
+                    return record
+                except redis.WatchError:
+                    continue
+
+    def list(self, limit: int = 100, after: str | None = None) -> tuple[list[dict], bool]:
+        """Newest first; ``after`` is the id of the last record of the previous page."""
+        index = self._keys.record_index(self._kind)
+        start = 0
+        if after is not None:
+            rank = self._redis.zrevrank(index, after)
+            if rank is None:
+                raise KeyError(after)
+            start = rank + 1
+        ids = self._redis.zrevrange(index, start, start + limit)
+        has_more = len(ids) > limit
+        ids = ids[:limit]
+        raws = self._redis.mget([self._key(i) for i in ids]) if ids else []
+        return [json.loads(r) for r in raws if r], has_more

@@ -1,0 +1,141 @@
+"""``/v1/datasets`` on a real controller process: validation, records in Redis, queueing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from shared.celery_app import INGEST_QUEUE
+
+
+@pytest.fixture
+def api(controller: Callable[..., str], tmp_path: Path) -> str:
+    return controller(env={"DATASETS_DIR": str(tmp_path / "datasets")})
+
+
+@pytest.fixture
+def conv_file(tmp_path: Path) -> Path:
+    path = tmp_path / "mine.jsonl"
+    record = {
+        "id": "a",
+        "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}],
+    }
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+def queued_tasks(redis_url: str, prefix: str) -> list[dict]:
+    raw = redis.Redis.from_url(redis_url).lrange(f"{prefix}{INGEST_QUEUE}", 0, -1)
+    return [json.loads(item) for item in raw]
+
+
+def test_create_get_list_and_cancel(
+    api: str,
+    conv_file: Path,
+    tiny_model_dir: Path,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    body = {
+        "sources": [str(conv_file), "alpaca"],
+        "tokenizer": str(tiny_model_dir),
+        "max_length": 512,
+    }
+    created = httpx.post(f"{api}/v1/datasets", json=body)
+    assert created.status_code == 201, created.text
+    record = created.json()
+    assert record["id"].startswith("ds-")
+    assert record["object"] == "dataset"
+    assert record["status"] == "queued"
+    assert record["spec"]["sources"] == [str(conv_file), "alpaca"]
+    assert record["path"] == str(tmp_path / "datasets" / record["id"])
+
+    tasks = queued_tasks(redis_url, redis_prefix)
+    assert [t["headers"]["task"] for t in tasks] == ["ingest.build_dataset"]
+    assert record["id"] in tasks[0]["headers"]["argsrepr"]
+
+    assert httpx.get(f"{api}/v1/datasets/{record['id']}").json() == record
+    listing = httpx.get(f"{api}/v1/datasets").json()
+    assert listing["object"] == "list"
+    assert [d["id"] for d in listing["data"]] == [record["id"]]
+    assert listing["has_more"] is False
+
+    cancelled = httpx.post(f"{api}/v1/datasets/{record['id']}/cancel").json()
+    assert cancelled["cancel_requested"] is True
+
+
+def test_all_expands_to_the_eight_sources(api: str) -> None:
+    record = httpx.post(f"{api}/v1/datasets", json={"sources": ["all"]}).json()
+    assert record["spec"]["sources"] == [
+        "ai_society",
+        "code",
+        "math",
+        "physics",
+        "chemistry",
+        "biology",
+        "alpaca",
+        "sharegpt",
+    ]
+
+
+def test_upload_a_file_as_a_source(api: str, conv_file: Path) -> None:
+    with conv_file.open("rb") as handle:
+        response = httpx.post(
+            f"{api}/v1/datasets",
+            files={"file": ("my data.jsonl", handle, "application/jsonl")},
+            data={"sources": "biology", "max_length": "256"},
+        )
+    assert response.status_code == 201, response.text
+    record = response.json()
+    assert record["spec"]["max_length"] == 256
+    assert record["spec"]["sources"][0] == "biology"
+    uploaded = Path(record["spec"]["sources"][1])
+    assert uploaded.name == "my_data.jsonl"
+    assert uploaded.parent == Path(record["path"]) / "uploads"
+    assert uploaded.read_bytes() == conv_file.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"sources": []}, "sources"),
+        ({"sources": ["wikipedia"]}, "sources[0]"),
+        ({"sources": ["alpaca", "/no/such/file.json"]}, "sources[1]"),
+        ({"sources": ["alpaca"], "max_length": 0}, "max_length"),
+        ({"sources": ["alpaca"], "max_length": "long"}, "max_length"),
+        ({"sources": ["alpaca"], "tokenizer": "/no/such/tokenizer"}, "tokenizer"),
+        ({"sources": ["alpaca"], "colour": "blue"}, "colour"),
+        ({}, "sources"),
+    ],
+)
+def test_bad_requests_are_400_naming_the_field(api: str, body: dict, param: str) -> None:
+    response = httpx.post(f"{api}/v1/datasets", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert param in json.dumps(error)
+
+
+def test_malformed_json_and_unknown_ids(api: str) -> None:
+    bad = httpx.post(
+        f"{api}/v1/datasets", content=b"{", headers={"content-type": "application/json"}
+    )
+    assert bad.status_code == 400
+    assert httpx.get(f"{api}/v1/datasets/ds-nope").status_code == 404
+    assert httpx.post(f"{api}/v1/datasets/ds-nope/cancel").status_code == 404
+    assert httpx.get(f"{api}/v1/datasets", params={"limit": 0}).status_code == 400
+
+
+def test_records_survive_a_controller_restart(
+    controller: Callable[..., str], tmp_path: Path
+) -> None:
+    env = {"DATASETS_DIR": str(tmp_path / "datasets")}
+    first = controller(env=env)
+    record = httpx.post(f"{first}/v1/datasets", json={"sources": ["math"]}).json()
+    second = controller(env=env)
+    assert httpx.get(f"{second}/v1/datasets/{record['id']}").json()["id"] == record["id"]
