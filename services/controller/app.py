@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
+from services.controller.auth import api_key_guard, parse_api_keys
 from services.controller.datasets_api import router as datasets_router
 from services.controller.openai_api import install_openai_api
 from services.controller.openai_service import OpenAIService
@@ -110,7 +111,8 @@ def create_app(
     app = FastAPI(title="camel-chat controller", lifespan=lifespan)
     install_error_handlers(app)
     install_openai_api(app, settings)
-    app.include_router(datasets_router)
+    api_keys = api_key_guard(parse_api_keys(settings.api_keys))
+    app.include_router(datasets_router, dependencies=[Depends(api_keys)])
 
     def ctl(request: Request) -> Controller:
         return request.app.state.controller

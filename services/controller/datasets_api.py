@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from services.controller.openai_errors import OpenAIError
 from shared.celery_app import BUILD_DATASET_TASK, INGEST_QUEUE
-from shared.constants import ErrorCode
 from shared.datasets import (
     DATASET_SOURCE_KEYS,
     TERMINAL_STATUSES,
@@ -28,7 +28,6 @@ from shared.datasets import (
     new_dataset_id,
     new_dataset_record,
 )
-from shared.http_errors import APIError
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +36,9 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _bad(message: str, param: str) -> APIError:
-    return APIError(400, message, ErrorCode.VALIDATION_TYPE_ERROR, param)
+def _bad(message: str, param: str) -> OpenAIError:
+    """Errors under /v1 take OpenAI's shape, like the rest of the /v1 API."""
+    return OpenAIError(400, message, param=param)
 
 
 def check_sources(sources: list[str]) -> None:
@@ -147,7 +147,9 @@ def list_datasets(request: Request, limit: int = 20, after: str | None = None) -
 def _get(request: Request, dataset_id: str) -> dict[str, Any]:
     record = request.app.state.datasets.get(dataset_id)
     if record is None:
-        raise APIError(404, f"No dataset {dataset_id!r}.", ErrorCode.INVALID_MODEL, "dataset_id")
+        raise OpenAIError(
+            404, f"No dataset {dataset_id!r}.", param="dataset_id", code="dataset_not_found"
+        )
     return record
 
 

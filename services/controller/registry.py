@@ -90,6 +90,10 @@ class WorkerRegistry:
             else:
                 pipe.persist(key)
             pipe.sadd(self._keys.workers, name)
+            # Models seen served: later requests for them get 503 (retry), not 404, while no
+            # worker is up (see the OpenAI API's KnownModels).
+            if status.model_names:
+                pipe.zadd(self._keys.known_models, dict.fromkeys(status.model_names, now))
             await pipe.execute()
         log.info(
             "event=register_worker worker=%s models=%s new=%s",

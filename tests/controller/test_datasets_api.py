@@ -117,8 +117,9 @@ def test_upload_a_file_as_a_source(api: str, conv_file: Path) -> None:
 def test_bad_requests_are_400_naming_the_field(api: str, body: dict, param: str) -> None:
     response = httpx.post(f"{api}/v1/datasets", json=body)
     assert response.status_code == 400, response.text
-    error = response.json()
-    assert param in json.dumps(error)
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert param in error["param"] or param in error["message"]
 
 
 def test_malformed_json_and_unknown_ids(api: str) -> None:
@@ -126,7 +127,9 @@ def test_malformed_json_and_unknown_ids(api: str) -> None:
         f"{api}/v1/datasets", content=b"{", headers={"content-type": "application/json"}
     )
     assert bad.status_code == 400
-    assert httpx.get(f"{api}/v1/datasets/ds-nope").status_code == 404
+    missing = httpx.get(f"{api}/v1/datasets/ds-nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "dataset_not_found"
     assert httpx.post(f"{api}/v1/datasets/ds-nope/cancel").status_code == 404
     assert httpx.get(f"{api}/v1/datasets", params={"limit": 0}).status_code == 400
 
@@ -139,3 +142,10 @@ def test_records_survive_a_controller_restart(
     record = httpx.post(f"{first}/v1/datasets", json={"sources": ["math"]}).json()
     second = controller(env=env)
     assert httpx.get(f"{second}/v1/datasets/{record['id']}").json()["id"] == record["id"]
+
+
+def test_api_keys_guard_datasets_too(controller: Callable[..., str], tmp_path: Path) -> None:
+    api = controller("--api-keys", "k1", env={"DATASETS_DIR": str(tmp_path / "datasets")})
+    assert httpx.get(f"{api}/v1/datasets").status_code == 401
+    ok = httpx.get(f"{api}/v1/datasets", headers={"Authorization": "Bearer k1"})
+    assert ok.status_code == 200
