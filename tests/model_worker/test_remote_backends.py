@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.worker_protocol import iter_chunks
 from tests.support import ServiceProcess, free_port, wait_until
 
 PROMPT = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -100,3 +101,40 @@ def test_unreachable_backend_is_an_error_chunk(remote_worker: Callable[..., str]
     assert result["error_code"] == 50006
     assert dead in result["text"]
     assert httpx.post(f"{remote}/model_details").json() == {"context_length": 512}
+
+
+def test_openai_backend_gives_the_upstream_answer(
+    controller: Callable[..., str],
+    worker: Callable,
+    tiny_model_dir: Path,
+    remote_worker: Callable[..., str],
+) -> None:
+    # Upstream: our own controller's OpenAI API in front of a tiny-model worker.
+    controller_url = controller()
+    direct_url, _ = worker(tiny_model_dir, controller_url, "--model-names", "tiny")
+    models = lambda: httpx.post(f"{controller_url}/list_models").json()["models"]  # noqa: E731
+    assert wait_until(lambda: models() == ["tiny"], 15)
+    remote = remote_worker(
+        "--backend",
+        "openai",
+        "--backend-url",
+        f"{controller_url}/v1",
+        "--backend-model",
+        "tiny",
+        "--no-register",
+        "--context-len",
+        "256",
+    )
+    direct, forwarded = generate(direct_url), generate(remote)
+    assert forwarded["error_code"] == 0
+    assert forwarded["text"] == direct["text"]
+    assert forwarded["usage"]["completion_tokens"] == direct["usage"]["completion_tokens"]
+    assert forwarded["finish_reason"] == direct["finish_reason"]
+    with httpx.stream(
+        "POST",
+        f"{remote}/worker_generate_stream",
+        json={"prompt": PROMPT, "max_new_tokens": 8, "temperature": 0, "echo": False},
+    ) as response:
+        streamed = list(iter_chunks(response.iter_bytes()))
+    assert streamed[-1]["text"] == direct["text"]
+    assert len(streamed) >= 2
