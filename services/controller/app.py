@@ -17,7 +17,13 @@ from services.controller.auth import api_key_guard, parse_api_keys
 from services.controller.datasets_api import router as datasets_router
 from services.controller.openai_api import install_openai_api
 from services.controller.openai_service import OpenAIService
-from services.controller.proxy import error_chunk, open_worker_stream, relay_stream
+from services.controller.proxy import (
+    REQUEST_ID_HEADER,
+    error_chunk,
+    open_worker_stream,
+    relay_stream,
+    request_id_headers,
+)
 from services.controller.registry import DispatchMethod, WorkerRegistry
 from shared.celery_app import make_celery
 from shared.constants import ErrorCode
@@ -198,7 +204,11 @@ def create_app(
             return StreamingResponse(iter([chunk]), media_type="application/octet-stream")
         try:
             response = await open_worker_stream(
-                c.client, worker, payload, settings.worker_api_timeout
+                c.client,
+                worker,
+                payload,
+                settings.worker_api_timeout,
+                request_id_headers(request.headers.get(REQUEST_ID_HEADER)),
             )
         except httpx.HTTPError as exc:
             log.warning("event=worker_unreachable worker=%s error=%r", worker, exc)
@@ -222,7 +232,11 @@ def create_app(
         model = ModelRequest.model_validate(payload).model
         worker = await c.worker_for(model)
         try:
-            response = await c.client.post(f"{worker}{path}", json=payload)
+            response = await c.client.post(
+                f"{worker}{path}",
+                json=payload,
+                headers=request_id_headers(request.headers.get(REQUEST_ID_HEADER)),
+            )
         except httpx.TimeoutException as exc:
             return error_response(
                 504, f"Worker {worker} timed out ({exc!r}).", ErrorCode.CONTROLLER_WORKER_TIMEOUT

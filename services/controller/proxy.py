@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,12 +19,24 @@ def error_chunk(message: str, code: ErrorCode) -> bytes:
     return encode_chunk({"text": message, "error_code": int(code)})
 
 
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def request_id_headers(incoming: str | None) -> dict[str, str]:
+    """Carry the caller's request id to the worker (or start one) so both logs share it."""
+    return {REQUEST_ID_HEADER: incoming or f"req-{uuid.uuid4().hex[:16]}"}
+
+
 async def open_worker_stream(
-    client: httpx.AsyncClient, worker: str, body: dict[str, Any], timeout: float
+    client: httpx.AsyncClient,
+    worker: str,
+    body: dict[str, Any],
+    timeout: float,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """Send the request and return the response with its body still unread."""
     request = client.build_request(
-        "POST", f"{worker}/worker_generate_stream", json=body, timeout=timeout
+        "POST", f"{worker}/worker_generate_stream", json=body, timeout=timeout, headers=headers
     )
     return await client.send(request, stream=True)
 

@@ -196,3 +196,20 @@ def test_registration_of_an_unreachable_worker_without_status_is_refused(
     assert response.status_code == 502
     assert response.json()["param"] == "worker_name"
     assert models(controller_url) == []
+
+
+def test_request_id_is_carried_to_the_worker_log(running: tuple) -> None:
+    controller_url, _, proc = running
+    body = {"model": "tiny", "prompt": PROMPT, "max_new_tokens": 2}
+    headers = {"X-Request-Id": "req-from-the-client-42"}
+    httpx.post(f"{controller_url}/worker_generate", json=body, headers=headers, timeout=60)
+    with httpx.stream(
+        "POST",
+        f"{controller_url}/worker_generate_stream",
+        json=body,
+        headers={"X-Request-Id": "req-streamed-43"},
+        timeout=60,
+    ) as response:
+        response.read()
+    assert wait_until(lambda: "id=req-streamed-43" in proc.logs(), 5)
+    assert "id=req-from-the-client-42" in proc.logs()
