@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -126,3 +127,41 @@ def test_an_overloaded_worker_answers_429_with_retry_after(
         tgi = httpx.post(f"{worker_url}/generate", json={"inputs": "Hi"})
         assert tgi.status_code == 429
         assert tgi.json() == {"error": "Model is overloaded", "error_type": "overloaded"}
+
+
+def test_greedy_answers_do_not_depend_on_what_else_is_batched(stack: tuple) -> None:
+    _, worker_url = stack
+    conv_dict = httpx.post(f"{worker_url}/worker_get_conv_template").json()["conv"]
+
+    def body(message: str, **extra: object) -> dict:
+        conv = Conversation.from_dict(conv_dict)
+        conv.append_message(conv.roles[0], message)
+        conv.append_message(conv.roles[1], None)
+        return {
+            "prompt": conv.get_prompt(),
+            "max_new_tokens": 24,
+            "temperature": 0,
+            "echo": False,
+            **extra,
+        }
+
+    questions = ["What is the capital of France?", "Name three primary colours.", "What is 2 + 2?"]
+    alone = [
+        httpx.post(f"{worker_url}/worker_generate", json=body(q), timeout=120).json()["text"]
+        for q in questions
+    ]
+    noise = [
+        body("Write a poem about autumn.", temperature=0.9, seed=5, max_new_tokens=48),
+        body("Tell me a joke.", top_k=20, temperature=0.7, max_new_tokens=40),
+    ]
+
+    async def crowded() -> list[str]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            results = await asyncio.gather(
+                *(client.post(f"{worker_url}/worker_generate", json=b) for b in noise),
+                *(client.post(f"{worker_url}/worker_generate", json=body(q)) for q in questions),
+            )
+        return [r.json()["text"] for r in results[len(noise) :]]
+
+    assert asyncio.run(crowded()) == alone
+    assert "Paris" in alone[0]
