@@ -15,8 +15,14 @@ TRAIN_QUEUE = "train"
 MERGE_QUEUE = "merge"
 
 BUILD_DATASET_TASK = "ingest.build_dataset"
+TRAIN_JOB_TASK = "train.run_job"
 
-TASK_QUEUES = {BUILD_DATASET_TASK: INGEST_QUEUE}
+TASK_QUEUES = {BUILD_DATASET_TASK: INGEST_QUEUE, TRAIN_JOB_TASK: TRAIN_QUEUE}
+
+
+def train_queue(gpus: int) -> str:
+    """Jobs needing GPUs go to ``train-gpu-N``; a trainer with G GPUs consumes N <= G."""
+    return TRAIN_QUEUE if gpus <= 0 else f"{TRAIN_QUEUE}-gpu-{gpus}"
 
 
 def make_celery(name: str, settings: CommonSettings | None = None) -> Celery:
@@ -38,4 +44,28 @@ def make_celery(name: str, settings: CommonSettings | None = None) -> Celery:
         result_backend_transport_options={"global_keyprefix": settings.redis_key_prefix},
         result_expires=7 * 24 * 3600,
     )
+    # An unacknowledged job (its worker died) is delivered again after this many seconds.
+    app.conf.broker_transport_options["visibility_timeout"] = settings.celery_visibility_timeout
     return app
+
+
+def run_worker(app: Celery, queues: list[str], name: str, loglevel: str = "INFO") -> None:
+    """Start a Celery worker in this process: one job at a time (``solo`` pool), because
+    jobs use every core themselves (and a prefork child could not start processes)."""
+    import socket
+
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            ",".join(queues),
+            "--pool",
+            "solo",
+            "--hostname",
+            f"{name}@{socket.gethostname()}",
+            "--loglevel",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

@@ -77,3 +77,36 @@ class RecordStore:
         ids = ids[:limit]
         raws = self._redis.mget([self._key(i) for i in ids]) if ids else []
         return [json.loads(r) for r in raws if r], has_more
+
+
+class EventLog:
+    """Append-only events of a record (``{prefix}{kind}:{id}:events``), OpenAI-style paging."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, kind: str) -> None:
+        self._redis = client
+        self._keys = keys
+        self._kind = kind
+
+    def _key(self, record_id: str) -> str:
+        return f"{self._keys.record(self._kind, record_id)}:events"
+
+    def append(self, record_id: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Store an event; it gets a sequential id (``<record>-ev-<n>``) and a timestamp."""
+        key = self._key(record_id)
+        n = self._redis.incr(f"{key}:seq")
+        stored = {"id": f"{record_id}-ev-{n}", "created_at": int(time.time()), **event}
+        self._redis.rpush(key, json.dumps(stored))
+        return stored
+
+    def page(
+        self, record_id: str, limit: int = 20, after: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first, as OpenAI lists events; ``after``: the last id of the previous page."""
+        events = [json.loads(raw) for raw in self._redis.lrange(self._key(record_id), 0, -1)]
+        events.reverse()
+        if after is not None:
+            ids = [e["id"] for e in events]
+            if after not in ids:
+                raise KeyError(after)
+            events = events[ids.index(after) + 1 :]
+        return events[:limit], len(events) > limit

@@ -35,6 +35,11 @@ class CommonSettings(_Section):
     datasets_dir: Path = Field(REPO_ROOT / "datasets", alias="DATASETS_DIR")
     # Celery broker and result backend; empty: REDIS_URL.
     celery_broker_url: str = Field("", alias="CELERY_BROKER_URL")
+    # Seconds before a job whose worker died is delivered again (jobs running longer are
+    # protected from double execution by their lease).
+    celery_visibility_timeout: float = Field(3600.0, alias="CELERY_VISIBILITY_TIMEOUT")
+    # Where fine-tuning jobs write checkpoints and results (one folder per job id).
+    jobs_dir: Path = Field(REPO_ROOT / "checkpoints", alias="JOBS_DIR")
 
     @property
     def broker_url(self) -> str:

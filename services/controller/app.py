@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from services.controller.auth import api_key_guard, parse_api_keys
 from services.controller.datasets_api import router as datasets_router
+from services.controller.jobs_api import router as jobs_router
 from services.controller.openai_api import install_openai_api
 from services.controller.openai_service import OpenAIService
 from services.controller.proxy import (
@@ -29,7 +30,7 @@ from shared.celery_app import make_celery
 from shared.constants import ErrorCode
 from shared.datasets import DATASET_KIND
 from shared.http_errors import APIError, error_response, install_error_handlers
-from shared.job_records import RecordStore
+from shared.job_records import EventLog, RecordStore
 from shared.redis_client import async_redis, sync_redis
 from shared.redis_keys import RedisKeys
 from shared.schemas import (
@@ -41,6 +42,7 @@ from shared.schemas import (
     WorkerStatus,
 )
 from shared.settings import CommonSettings, ControllerSettings
+from shared.training import JOB_KIND
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ def create_app(
         app.state.datasets = RecordStore(
             sync_redis(common.redis_url), RedisKeys(common.redis_key_prefix), DATASET_KIND
         )
+        jobs_redis = sync_redis(common.redis_url)
+        app.state.jobs = RecordStore(jobs_redis, RedisKeys(common.redis_key_prefix), JOB_KIND)
+        app.state.job_events = EventLog(jobs_redis, RedisKeys(common.redis_key_prefix), JOB_KIND)
         app.state.celery = make_celery("controller", common)
         redis = async_redis(common.redis_url)
         registry = WorkerRegistry(
@@ -119,6 +124,7 @@ def create_app(
     install_openai_api(app, settings)
     api_keys = api_key_guard(parse_api_keys(settings.api_keys))
     app.include_router(datasets_router, dependencies=[Depends(api_keys)])
+    app.include_router(jobs_router, dependencies=[Depends(api_keys)])
 
     def ctl(request: Request) -> Controller:
         return request.app.state.controller
