@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install default-model up down ps test test-fast test-message lint format clean
+.PHONY: help install default-model up down ps test test-fast test-message lint format clean bench-ingest bench-serve
 
 help:
 	@echo "make up            start Redis (if none answers), controller, model worker, web chat"
@@ -18,6 +18,8 @@ help:
 	@echo "make test-message  ask the served model a question through the controller"
 	@echo "make test          set up and run the whole test suite"
 	@echo "make lint          ruff"
+	@echo "make bench-ingest  dataset ingestion benchmark (100k synthetic conversations)"
+	@echo "make bench-serve   batching worker vs one-at-a-time baseline, 1/4/16/64 clients"
 
 $(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +53,12 @@ test: default-model
 
 test-fast: $(STAMP)
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not slow"
+
+bench-ingest: $(STAMP) default-model
+	$(PY) benchmarks/bench_ingest.py
+
+bench-serve: $(STAMP) default-model
+	$(PY) benchmarks/bench_serve.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

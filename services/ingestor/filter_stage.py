@@ -1,0 +1,111 @@
+"""Stage "filter": re-check each converted record's structure (conv files may come from
+elsewhere), then apply the language and repetition policy. Kept records go to a JSON Lines file
+for the splitter; the unit counted is one conversation.
+
+Only the language detection runs in the worker processes, on a short text sample: shipping
+whole records to them would cost more than the checks done here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from services.ingestor.counts import StageCounts
+from services.ingestor.json_io import jsonl_line
+from services.ingestor.language import (
+    LanguagePolicy,
+    conversation_sample,
+    detect_language,
+    has_repeated_digits,
+    language_reason,
+)
+from services.ingestor.parallel import OrderedMap
+from services.ingestor.quarantine import RejectedLog
+from services.ingestor.readers import read_units
+from services.ingestor.records import (
+    QUARANTINE_REASONS,
+    conversation,
+    derived_uuid4,
+    structure_problem,
+    turn,
+)
+
+STAGE = "filter"
+PROGRESS_EVERY = 1000
+
+
+class Candidate(NamedTuple):
+    record: Any
+    file: str
+    reason: str | None = None  # set when the record is already refused
+    detail: str | None = None
+    sample: str | None = None  # text for the language detector
+    fallback_id: str = ""
+
+
+def normalized(record: dict[str, Any], fallback_id: str) -> dict[str, Any]:
+    """Only the id and the turns, as text that can be written (conv files may come from
+    elsewhere, without ids, with extra keys or with undecodable characters)."""
+    own_id = record.get("id")
+    turns = [turn(t["from"], t["value"]) for t in record["conversations"]]
+    return conversation(str(own_id) if own_id is not None else fallback_id, turns)
+
+
+def detect_sample(sample: str | None) -> str | None:
+    return None if sample is None else detect_language(sample)
+
+
+def _candidates(conv_file: Path, policy: LanguagePolicy) -> Iterator[Candidate]:
+    for index, unit in enumerate(read_units(conv_file)):
+        fallback_id = derived_uuid4(0, conv_file.name, index)
+        if unit.error:
+            yield Candidate(None, unit.file, unit.error, unit.detail)
+            continue
+        problem = structure_problem(unit.record)
+        if problem:
+            yield Candidate(unit.record, unit.file, problem)
+        elif policy.needs_detection:
+            sample = conversation_sample(unit.record)
+            yield Candidate(unit.record, unit.file, sample=sample, fallback_id=fallback_id)
+        else:
+            yield Candidate(unit.record, unit.file, fallback_id=fallback_id)
+
+
+def filter_conv_file(
+    name: str,
+    conv_file: Path,
+    out_file: Path,
+    *,
+    policy: LanguagePolicy,
+    map_fn: OrderedMap,
+    rejected: RejectedLog,
+    on_progress: Callable[[int], None] | None = None,
+) -> StageCounts:
+    """Filter one ``*_conv.json``/``.jsonl`` into ``out_file`` (JSON Lines)."""
+    counts = StageCounts()
+    to_detect, candidates = itertools.tee(_candidates(conv_file, policy))
+    codes = map_fn(detect_sample, (c.sample for c in to_detect))
+    with out_file.open("w", encoding="utf-8") as out:
+        for done, (candidate, code) in enumerate(zip(candidates, codes, strict=True), 1):
+            reason = candidate.reason
+            if reason is None and code is not None:
+                reason = language_reason(code, policy)
+            if reason is None and policy.reduce_rep and has_repeated_digits(candidate.record):
+                reason = "repeated_digits"
+            if reason is None:
+                out.write(jsonl_line(normalized(candidate.record, candidate.fallback_id)))
+                counts.keep()
+            else:
+                counts.drop(reason)
+                if reason in QUARANTINE_REASONS:
+                    rejected.add(
+                        name, STAGE, reason, candidate.record, candidate.file, candidate.detail
+                    )
+            if on_progress and done % PROGRESS_EVERY == 0:
+                on_progress(done)
+    if on_progress:
+        on_progress(counts.received)
+    return counts

@@ -1,0 +1,118 @@
+"""Stage "split": filtered conversations -> token-budgeted samples, appended to one JSON Lines
+file whose line offsets are kept so the merge can shuffle without loading the samples.
+
+The unit counted is one conversation (kept when at least one sample comes out of it); rounds
+dropped for size and trailing turns are counted beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.ingestor.counts import StageCounts
+from services.ingestor.json_io import jsonl_line
+from services.ingestor.split import split_conversation, turn_costs
+from services.ingestor.tokens import TurnTokenCounter
+
+STAGE = "split"
+BATCH_CONVERSATIONS = 256
+
+
+@dataclass
+class SplitCounts:
+    conversations: StageCounts = field(default_factory=StageCounts)
+    rounds: StageCounts = field(default_factory=StageCounts)
+    samples: int = 0
+    trailing_turns_dropped: int = 0
+
+    def add(self, other: SplitCounts) -> None:
+        self.conversations.add(other.conversations)
+        self.rounds.add(other.rounds)
+        self.samples += other.samples
+        self.trailing_turns_dropped += other.trailing_turns_dropped
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.conversations.as_dict(),
+            "samples_out": self.samples,
+            "rounds": self.rounds.as_dict(),
+            "trailing_turns_dropped": self.trailing_turns_dropped,
+        }
+
+
+class SampleStore:
+    """Samples on disk, one JSON line each, with each line's byte offset and token length."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = path.open("wb")
+        self.offsets = array("Q")
+        self.lengths = array("I")
+
+    def add(self, sample: dict[str, Any], length: int) -> None:
+        self.offsets.append(self._file.tell())
+        self.lengths.append(length)
+        self._file.write(jsonl_line(sample).encode())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def _batches(path: Path) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for record in _read_jsonl(path):
+        batch.append(record)
+        if len(batch) == BATCH_CONVERSATIONS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def split_file(
+    filtered: Path,
+    store: SampleStore,
+    counter: TurnTokenCounter,
+    max_length: int,
+    on_progress: Callable[[int], None] | None = None,
+) -> SplitCounts:
+    """Split every conversation of a filtered JSON Lines file into ``store``."""
+    counts = SplitCounts()
+    for batch in _batches(filtered):
+        texts = [
+            t["value"]
+            for record in batch
+            for t in record["conversations"][: len(record["conversations"]) // 2 * 2]
+        ]
+        token_counts = iter(counter.count(texts))
+        for record in batch:
+            paired = len(record["conversations"]) // 2 * 2
+            costs = turn_costs([next(token_counts) for _ in range(paired)])
+            result = split_conversation(record, costs, max_length)
+            counts.trailing_turns_dropped += int(result.trailing_turn_dropped)
+            counts.rounds.keep(result.rounds - result.oversized_rounds)
+            counts.rounds.drop("oversized_round", result.oversized_rounds)
+            if result.reason:
+                counts.conversations.drop(result.reason)
+                continue
+            counts.conversations.keep()
+            for sample, length in zip(result.samples, result.lengths, strict=True):
+                store.add(sample, length)
+                counts.samples += 1
+        if on_progress:
+            on_progress(counts.conversations.received)
+    return counts

@@ -1,0 +1,101 @@
+"""Datasets built through the controller's REST API by a real ingestor Celery worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.ingestor.builders import alpaca_parquet, alpaca_rows, camel_chat_record, camel_chat_tar
+from tests.support import ServiceProcess, wait_until
+
+
+@pytest.fixture
+def stack(
+    controller: Callable[..., str],
+    service: Callable[..., ServiceProcess],
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> tuple[str, Callable[[], ServiceProcess]]:
+    env = {
+        "DATASETS_DIR": str(tmp_path / "datasets"),
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": redis_prefix,
+    }
+    api = controller(env=env)
+
+    def start_ingestor() -> ServiceProcess:
+        return service("services.ingestor", "worker", env=env)
+
+    return api, start_ingestor
+
+
+def wait_status(api: str, dataset_id: str, timeout: float = 120) -> dict:
+    record: dict = {}
+
+    def done() -> bool:
+        nonlocal record
+        record = httpx.get(f"{api}/v1/datasets/{dataset_id}").json()
+        return record["status"] in {"succeeded", "failed", "cancelled"}
+
+    assert wait_until(done, timeout, 0.5), record
+    return record
+
+
+def test_dataset_built_by_the_ingestor_service(
+    stack: tuple, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    api, start_ingestor = stack
+    start_ingestor()
+    chats = camel_chat_tar(
+        tmp_path / "src" / "ai_society_chat.tar.gz",
+        [camel_chat_record(3, start=i * 10) for i in range(12)],
+    )
+    alpaca = alpaca_parquet(tmp_path / "src" / "alpaca.parquet", alpaca_rows(20))
+    body = {
+        "sources": [str(chats), str(alpaca)],
+        "tokenizer": str(tiny_model_dir),
+        "max_length": 256,
+    }
+    created = httpx.post(f"{api}/v1/datasets", json=body)
+    assert created.status_code == 201, created.text
+    record = wait_status(api, created.json()["id"])
+    assert record["status"] == "succeeded", record
+    manifest = record["manifest"]
+    assert manifest["max_length"] == 256
+    dataset = Path(record["path"]) / "dataset.jsonl"
+    lines = dataset.read_text().splitlines()
+    assert len(lines) == manifest["records"] > 0
+    assert manifest["sha256"]
+    assert set(record["progress"]) >= {"convert", "split", "merge"}
+
+
+def test_cancel_before_the_worker_picks_it_up(stack: tuple, tmp_path: Path) -> None:
+    api, start_ingestor = stack
+    chats = camel_chat_tar(tmp_path / "src" / "chats.tar.gz", [camel_chat_record(2)])
+    created = httpx.post(f"{api}/v1/datasets", json={"sources": [str(chats)]}).json()
+    httpx.post(f"{api}/v1/datasets/{created['id']}/cancel").raise_for_status()
+    start_ingestor()
+    assert wait_status(api, created["id"])["status"] == "cancelled"
+
+
+def test_a_bad_source_fails_the_dataset_with_a_reason(
+    stack: tuple, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    api, start_ingestor = stack
+    start_ingestor()
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"this is not an archive")
+    created = httpx.post(
+        f"{api}/v1/datasets",
+        json={"sources": [str(broken)], "tokenizer": str(tiny_model_dir), "max_length": 128},
+    ).json()
+    record = wait_status(api, created["id"])
+    # Nothing could be read: the build fails and says why; the worker goes on serving.
+    assert record["status"] == "failed", record
+    assert record["error"]["message"]
+    rejected = (Path(record["path"]) / "rejected.jsonl").read_text()
+    assert "corrupt_archive" in rejected
