@@ -57,6 +57,11 @@ test-fast: $(STAMP)
 bench-ingest: $(STAMP) default-model
 	$(PY) benchmarks/bench_ingest.py
 
+# Trainer throughput: packed rows vs the original's pad-to-max-length batches (LoRA, SmolLM2).
+.PHONY: bench-train
+bench-train: $(STAMP) default-model
+	$(PY) benchmarks/bench_train.py
+
 bench-serve: $(STAMP) default-model
 	$(PY) benchmarks/bench_serve.py
 
