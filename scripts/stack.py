@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import ensure_redis  # noqa: E402  (sibling script)
 
+from services.model_worker.default_model import is_converted  # noqa: E402
 from shared.settings import (  # noqa: E402
     CommonSettings,
     ControllerSettings,
@@ -121,7 +122,7 @@ def up(timeout: float) -> int:
     if redis_started:
         redis_url = ensure_redis.start_private()
     print(f"redis         {redis_url}{' (started)' if redis_started else ' (reused)'}")
-    if not WorkerSettings().model_path:
+    if not WorkerSettings().model_path and not is_converted(default_model_dir()):
         print("model       converting the default model once (about 30 s) ...", flush=True)
         subprocess.run(
             [sys.executable, "-m", "services.model_worker.default_model"],

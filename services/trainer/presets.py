@@ -133,6 +133,16 @@ class Preset:
         return files
 
 
+# What the FSDP full-finetune scripts share (spec §3.5); each preset adds its batch shape.
+_FULL_FSDP = {
+    "learning_rate": 2e-5,
+    "warmup_ratio": 0.04,
+    "lr_scheduler": "cosine",
+    "save_steps": 1500,
+    "eval_steps": 1500,
+    "gradient_checkpointing": True,
+}
+
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
@@ -145,12 +155,7 @@ PRESETS: dict[str, Preset] = {
                 **_COMMON,
                 "batch_size": 2,
                 "gradient_accumulation_steps": 16,
-                "learning_rate": 2e-5,
-                "warmup_ratio": 0.04,
-                "lr_scheduler": "cosine",
-                "save_steps": 1500,
-                "eval_steps": 1500,
-                "gradient_checkpointing": True,
+                **_FULL_FSDP,
             },
             accelerate=_accelerate("FSDP", 4, fsdp_config=_FSDP_LLAMA),
             save_total_limit=8,
@@ -166,12 +171,7 @@ PRESETS: dict[str, Preset] = {
                 **_COMMON,
                 "batch_size": 4,
                 "gradient_accumulation_steps": 4,
-                "learning_rate": 2e-5,
-                "warmup_ratio": 0.04,
-                "lr_scheduler": "cosine",
-                "save_steps": 1500,
-                "eval_steps": 1500,
-                "gradient_checkpointing": True,
+                **_FULL_FSDP,
             },
             accelerate=_accelerate("FSDP", 8, fsdp_config=_FSDP_LLAMA),
             save_total_limit=8,
@@ -188,12 +188,7 @@ PRESETS: dict[str, Preset] = {
                 **_COMMON,
                 "batch_size": 4,
                 "gradient_accumulation_steps": 4,
-                "learning_rate": 2e-5,
-                "warmup_ratio": 0.04,
-                "lr_scheduler": "cosine",
-                "save_steps": 1500,
-                "eval_steps": 1500,
-                "gradient_checkpointing": True,
+                **_FULL_FSDP,
             },
             accelerate=_accelerate("FSDP", 8, machines=2, fsdp_config=_FSDP_LLAMA),
             save_total_limit=8,
