@@ -118,7 +118,9 @@ def test_an_overloaded_worker_answers_429_with_retry_after(
     body = {"prompt": conv.get_prompt(), "max_new_tokens": 64, "temperature": 0}
     with httpx.stream("POST", f"{worker_url}/worker_generate_stream", json=body) as first:
         assert first.status_code == 200
-        next(first.iter_bytes())
+        # Keep the iterator: a discarded one is closed at once, and closing it hangs up.
+        first_chunks = first.iter_bytes()
+        next(first_chunks)
         refused = httpx.post(f"{worker_url}/worker_generate", json=body)
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"

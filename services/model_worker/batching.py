@@ -46,11 +46,19 @@ class Sequence:
     cache: Any = None
     submitted_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    on_done: Callable[[], None] | None = None
+    done: bool = False
 
     def token_ids(self, device: Any) -> torch.Tensor:
         return torch.tensor([self.prompt_ids + self.decoder.generated], device=device)
 
     def finish(self, chunk: dict[str, Any] | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        # Release the admission slot before the client can see the end of its stream.
+        if self.on_done is not None:
+            self.on_done()
         if chunk is not None:
             self.emit(chunk)
         self.emit(END_OF_STREAM)
@@ -85,13 +93,31 @@ class BatchScheduler:
         self._batch = KVBatch()
         self._wake = threading.Event()
         self._stopping = False
+        self._admitted = 0
+        self._admitted_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
         self._thread.start()
 
     # --- called from other threads -------------------------------------------------------
     def submit(self, seq: Sequence) -> None:
+        with self._admitted_lock:
+            self._admitted += 1
+        seq.on_done = self._release
         self._incoming.append(seq)
         self._wake.set()
+
+    def _release(self) -> None:
+        with self._admitted_lock:
+            self._admitted -= 1
+
+    @property
+    def admitted(self) -> int:
+        """Requests submitted and not yet finished, counted without the scheduler's races.
+
+        ``running`` and ``waiting`` read lists the scheduler thread is moving sequences
+        between, so their sum can dip for a moment; admission control must not see that dip.
+        """
+        return self._admitted
 
     def cancel(self, seq: Sequence) -> None:
         seq.cancelled.set()
@@ -182,17 +208,18 @@ class BatchScheduler:
             self._prefilling = None
             seq.finish(error_chunk_for(exc))
             return True
-        self._prefilling = None
         seq.first_token_at = time.monotonic()
         chunk_out = seq.decoder.add(token, logprob)
         if seq.decoder.finished:
+            self._prefilling = None
             seq.finish(chunk_out)
             return True
-        if chunk_out is not None:
-            seq.emit(chunk_out)
         self._batch.add(seq.cache, len(seq.prompt_ids), token)
         seq.cache = None  # the batch owns it now
         self._rows.append(seq)
+        self._prefilling = None
+        if chunk_out is not None:
+            seq.emit(chunk_out)
         return True
 
     def _decode_step(self) -> None:

@@ -89,6 +89,11 @@ class ServingEngine:
     def waiting(self) -> int:
         raise NotImplementedError
 
+    @property
+    def in_flight(self) -> int:
+        """Admitted requests not yet finished: what admission control compares to its limit."""
+        return self.running + self.waiting
+
     def _stream(self, params: GenerateParams, token_events: bool) -> AsyncIterator[dict[str, Any]]:
         raise NotImplementedError
 
@@ -137,7 +142,7 @@ class ServingEngine:
         (id, text, logprob, special) and the last one a ``stop_kind``. Closing the stream early
         (client went away) stops the generation at its next token.
         """
-        if self.running + self.waiting >= self.max_batch_size + self.max_queue:
+        if self.in_flight >= self.max_batch_size + self.max_queue:
             self.metrics.rejected("overloaded")
             raise APIError(
                 429,
@@ -207,11 +212,13 @@ class ModelEngine(ServingEngine):
             return self._batched(params, token_events)
         return self._sequential(params, token_events)
 
-    async def _batched(
-        self, params: GenerateParams, token_events: bool
-    ) -> AsyncIterator[dict[str, Any]]:
+    @property
+    def in_flight(self) -> int:
+        return self._scheduler.admitted if self._scheduler else self._running + self._waiting
+
+    def _batched(self, params: GenerateParams, token_events: bool) -> AsyncIterator[dict[str, Any]]:
+        """Submit now, so the request counts against the limit before anyone else is admitted."""
         assert self._scheduler is not None
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         prepared = prepare_prompt(
             self.loaded.tokenizer,
@@ -232,9 +239,15 @@ class ModelEngine(ServingEngine):
                 self.stream_interval,
                 token_events,
             ),
-            emit=_emitter(loop, queue),
+            emit=_emitter(asyncio.get_running_loop(), queue),
         )
         self._scheduler.submit(seq)
+        return self._read_batched(seq, queue)
+
+    async def _read_batched(
+        self, seq: Sequence, queue: asyncio.Queue
+    ) -> AsyncIterator[dict[str, Any]]:
+        assert self._scheduler is not None
         ended = False
         try:
             while (item := await queue.get()) is not END_OF_STREAM:

@@ -163,6 +163,22 @@ async def test_queue_length_and_429_when_the_queue_is_full(make_engine: Any, mod
     assert engine.status().queue_length == 0
 
 
+async def test_admission_counts_a_request_before_its_stream_is_read(make_engine: Any) -> None:
+    """Two requests arriving together cannot both take the last slot."""
+    engine = make_engine("batch", delay=0.005, max_batch_size=1, max_queue=0)
+    first = engine.open_stream(params(max_new_tokens=50))
+    with pytest.raises(APIError) as info:
+        engine.open_stream(params())
+    assert info.value.status_code == 429
+    await first.aclose()
+    for _ in range(100):
+        if engine.in_flight == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert engine.in_flight == 0
+    assert (await engine.generate(params(max_new_tokens=2)))["usage"]["completion_tokens"] == 2
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_closed_stream_stops_generation_early(make_engine: Any, mode: str) -> None:
     engine = make_engine(mode, delay=0.002)
