@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from shared.conversation import (
@@ -12,6 +14,23 @@ from shared.conversation import (
 )
 
 CHAT_TEMPLATE = "chat_template"
+# Written by the trainer next to a fine-tuned model (and copied by the merger): how it was trained.
+TRAINING_SUMMARY = "camel_training.json"
+
+
+def trained_template(model_path: str) -> str:
+    """The template a model fine-tuned here was trained with, or "" when unknown.
+
+    A model must be prompted the way it was trained: a base without a chat template is trained
+    with vicuna_v1.1, and serving it with the name-based default (one_shot) would not match.
+    """
+    summary = Path(model_path) / TRAINING_SUMMARY
+    if not summary.is_file():
+        return ""
+    try:
+        return str(json.loads(summary.read_text()).get("template") or "")
+    except (ValueError, AttributeError):
+        return ""
 
 
 def special_tokens_of(tokenizer: Any) -> dict[str, str]:
@@ -22,7 +41,11 @@ def special_tokens_of(tokenizer: Any) -> dict[str, str]:
 def conversation_for(model_path: str, tokenizer: Any, override: str = "") -> Conversation:
     """``override`` names a registered template or ``chat_template``; empty means automatic."""
     has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-    name = override or default_template_name(model_path, has_chat_template)
+    name = (
+        override
+        or trained_template(model_path)
+        or default_template_name(model_path, has_chat_template)
+    )
     if name == CHAT_TEMPLATE:
         if not has_chat_template:
             raise ValueError(f"the tokenizer of {model_path} has no chat template")
