@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -46,13 +47,20 @@ class RecordStore:
 
         Optimistic: retried if another writer changed the record in between (WATCH).
         """
+        return self.update_if(record_id, lambda _: True, **fields)
+
+    def update_if(
+        self, record_id: str, condition: Callable[[dict[str, Any]], bool], **fields: Any
+    ) -> dict[str, Any] | None:
+        """``update`` only when ``condition(current record)`` holds, in the same transaction;
+        None when there is no record or the condition is false (e.g. two claimers race)."""
         key = self._key(record_id)
         with self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(key)
                     raw = pipe.get(key)
-                    if raw is None:
+                    if raw is None or not condition(json.loads(raw)):
                         pipe.unwatch()
                         return None
                     record = {**json.loads(raw), **fields}
@@ -62,6 +70,13 @@ class RecordStore:
                     return record
                 except redis.WatchError:
                     continue
+
+    def delete(self, record_id: str) -> bool:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key(record_id))
+            pipe.zrem(self._keys.record_index(self._kind), record_id)
+            deleted, _ = pipe.execute()
+        return bool(deleted)
 
     def list(self, limit: int = 100, after: str | None = None) -> tuple[list[dict], bool]:
         """Newest first; ``after`` is the id of the last record of the previous page."""

@@ -102,6 +102,30 @@ class WorkerSettings(_Section):
     context_len: int = 4096
 
 
+class PoolSettings(_Section):
+    """The model pool: a supervisor that serves deployed models, one model worker each."""
+
+    model_config = SettingsConfigDict(env_prefix="POOL_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    # The pool's own HTTP port (health and what it runs).
+    port: int = 21099
+    # Ports handed to the model workers it starts, "first-last".
+    port_range: str = "21100-21199"
+    # Host name the controller and clients use to reach this pool's workers; empty: ``host``.
+    advertise_host: str = ""
+    # Most models served at once by this pool.
+    max_models: int = 4
+    # Name of this pool in deployment records; empty: hostname:pid.
+    name: str = ""
+    # Seconds between looks at the deployment records.
+    poll_interval: float = 1.0
+    # Seconds a model worker may take to load and answer before its deployment fails.
+    load_timeout: float = 600.0
+    # Extra flags for every model worker it starts (e.g. "--dtype bfloat16 --max-batch-size 16").
+    worker_args: str = ""
+
+
 class WebUISettings(_Section):
     model_config = SettingsConfigDict(env_prefix="WEBUI_", extra="ignore")
 

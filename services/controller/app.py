@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from services.controller.auth import api_key_guard, parse_api_keys
 from services.controller.datasets_api import router as datasets_router
+from services.controller.deployments_api import router as deployments_router
 from services.controller.jobs_api import router as jobs_router
 from services.controller.openai_api import install_openai_api
 from services.controller.openai_service import OpenAIService
@@ -29,6 +30,7 @@ from services.controller.registry import DispatchMethod, WorkerRegistry
 from shared.celery_app import make_celery
 from shared.constants import ErrorCode
 from shared.datasets import DATASET_KIND
+from shared.deployments import DEPLOYMENT_KIND
 from shared.http_errors import APIError, error_response, install_error_handlers
 from shared.job_records import EventLog, RecordStore
 from shared.redis_client import async_redis, sync_redis
@@ -99,6 +101,9 @@ def create_app(
         jobs_redis = sync_redis(common.redis_url)
         app.state.jobs = RecordStore(jobs_redis, RedisKeys(common.redis_key_prefix), JOB_KIND)
         app.state.job_events = EventLog(jobs_redis, RedisKeys(common.redis_key_prefix), JOB_KIND)
+        app.state.deployments = RecordStore(
+            jobs_redis, RedisKeys(common.redis_key_prefix), DEPLOYMENT_KIND
+        )
         app.state.celery = make_celery("controller", common)
         redis = async_redis(common.redis_url)
         registry = WorkerRegistry(
@@ -121,8 +126,10 @@ def create_app(
 
     app = FastAPI(title="camel-chat controller", lifespan=lifespan)
     install_error_handlers(app)
-    install_openai_api(app, settings)
     api_keys = api_key_guard(parse_api_keys(settings.api_keys))
+    # Before the OpenAI routes: their GET /v1/models/{model:path} would swallow .../deploy.
+    app.include_router(deployments_router, dependencies=[Depends(api_keys)])
+    install_openai_api(app, settings)
     app.include_router(datasets_router, dependencies=[Depends(api_keys)])
     app.include_router(jobs_router, dependencies=[Depends(api_keys)])
 

@@ -1,0 +1,182 @@
+"""Deploy and undeploy models at run time: ``/v1/models/{name}/deploy`` and ``/v1/deployments``.
+
+The controller only records the wish (``shared/deployments.py``); a model pool loads the model
+in a new model worker that registers itself, so the model shows up in ``/list_models``,
+``/v1/models`` and the web chat without restarting anything.
+
+A name resolves to a folder in this order: the request's ``path``; ``MODELS_DIR/<name>`` (where
+merges publish); the result of the fine-tuning job whose ``fine_tuned_model`` is that name.
+Routes are plain ``def`` so Redis calls run in FastAPI's thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from services.controller.openai_errors import OpenAIError
+from shared.deployments import (
+    FAILED,
+    MODEL_NAME_PATTERN,
+    PENDING,
+    UNDEPLOYING,
+    new_deployment_record,
+)
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["deployments"])
+
+
+class DeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    conv_template: str | None = None
+
+
+def _bad(param: str, message: str) -> OpenAIError:
+    return OpenAIError(400, f"{param}: {message}", param=param, code="invalid_deployment")
+
+
+def _not_found(name: str) -> OpenAIError:
+    return OpenAIError(
+        404, f"No deployment of model {name!r}.", param="name", code="deployment_not_found"
+    )
+
+
+def _check_name(name: str) -> None:
+    if not MODEL_NAME_PATTERN.match(name):
+        raise _bad(
+            "name",
+            f"{name!r} is not a valid model name (letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 128 characters)",
+        )
+
+
+def _servable(folder: Path, param: str) -> str:
+    """The folder as a string if a model worker can load it; a clear 400 otherwise."""
+    if (folder / "config.json").is_file():
+        return str(folder)
+    if (folder / "adapter_config.json").is_file():
+        raise _bad(
+            param,
+            f"{folder} is a LoRA adapter, not a model: merge it into its base first "
+            "(POST /v1/merges, or a fine-tuning job with merge: true)",
+        )
+    raise _bad(param, f"{folder} is not a model folder (no config.json)")
+
+
+def _job_result(jobs: Any, name: str) -> Path | None:
+    records, _ = jobs.list(limit=10_000)
+    for job in records:
+        if job.get("fine_tuned_model") == name and job.get("status") == "succeeded":
+            folder = job.get("merged_model_dir") or job.get("result_dir")
+            if folder:
+                return Path(folder)
+    return None
+
+
+def resolve_model_path(state: Any, name: str, path: str | None) -> str:
+    if path is not None:
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise _bad("path", f"{path!r} is not a folder")
+        return _servable(folder.resolve(), "path")
+    published = Path(state.common.models_dir) / name
+    if published.is_dir():
+        return _servable(published, "name")
+    from_job = _job_result(state.jobs, name)
+    if from_job is not None:
+        return _servable(from_job, "name")
+    raise OpenAIError(
+        404,
+        f"No model named {name!r}: it is neither in the models folder "
+        f"({state.common.models_dir}) nor the result of a finished fine-tuning job; "
+        "pass its folder as 'path'.",
+        param="name",
+        code="model_not_found",
+    )
+
+
+async def _parse(request: Request) -> DeployRequest:
+    raw = await request.body()
+    if not raw.strip():
+        return DeployRequest()
+    try:
+        return DeployRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        raise _bad(field, err["msg"]) from None
+
+
+@router.post("/v1/models/{name}/deploy")
+async def deploy(name: str, request: Request) -> JSONResponse:
+    _check_name(name)
+    body = await _parse(request)
+    return await _in_thread(_deploy, request.app.state, name, body)
+
+
+def _deploy(state: Any, name: str, body: DeployRequest) -> JSONResponse:
+    store = state.deployments
+    existing = store.get(name)
+    if existing is not None and existing["status"] not in (FAILED, UNDEPLOYING):
+        return JSONResponse(existing, status_code=200)  # already (being) deployed
+    if existing is not None and existing["status"] == UNDEPLOYING:
+        raise OpenAIError(
+            409,
+            f"Model {name!r} is being undeployed; deploy it again once that is done.",
+            param="name",
+            code="deployment_conflict",
+        )
+    path = resolve_model_path(state, name, body.path)
+    if existing is not None:
+        store.delete(name)  # a failed attempt: start over
+    record = new_deployment_record(name, path, body.conv_template or "")
+    try:
+        store.create(record)
+    except KeyError:  # a concurrent request created it first
+        return JSONResponse(store.get(name), status_code=200)
+    log.info("event=deploy_requested model=%s path=%s", name, path)
+    return JSONResponse(record, status_code=202)
+
+
+@router.get("/v1/models/{name}/deploy")
+def get_deployment(name: str, request: Request) -> dict:
+    record = request.app.state.deployments.get(name)
+    if record is None:
+        raise _not_found(name)
+    return record
+
+
+@router.delete("/v1/models/{name}/deploy")
+def undeploy(name: str, request: Request) -> dict:
+    store = request.app.state.deployments
+    record = store.get(name)
+    if record is None:
+        raise _not_found(name)
+    unheld = record["status"] in (PENDING, FAILED) and record.get("pool") is None
+    # No worker holds it (checked again atomically, against a pool claiming it now): just drop it.
+    if unheld and store.update_if(name, lambda r: r.get("pool") is None, status=UNDEPLOYING):
+        store.delete(name)
+        return {**record, "status": "undeployed"}
+    updated = store.update(name, status=UNDEPLOYING)
+    log.info("event=undeploy_requested model=%s", name)
+    return updated or {**record, "status": "undeployed"}
+
+
+@router.get("/v1/deployments")
+def list_deployments(request: Request) -> dict:
+    records, _ = request.app.state.deployments.list(limit=10_000)
+    return {"object": "list", "data": records}
+
+
+async def _in_thread(func: Any, *args: Any) -> Any:
+    return await run_in_threadpool(func, *args)
