@@ -13,11 +13,19 @@ from shared.settings import CommonSettings
 INGEST_QUEUE = "ingest"
 TRAIN_QUEUE = "train"
 MERGE_QUEUE = "merge"
+EVAL_QUEUE = "eval"
 
 BUILD_DATASET_TASK = "ingest.build_dataset"
 TRAIN_JOB_TASK = "train.run_job"
+MERGE_TASK = "merge.run"
+EVAL_RUN_TASK = "eval.run"
 
-TASK_QUEUES = {BUILD_DATASET_TASK: INGEST_QUEUE, TRAIN_JOB_TASK: TRAIN_QUEUE}
+TASK_QUEUES = {
+    BUILD_DATASET_TASK: INGEST_QUEUE,
+    TRAIN_JOB_TASK: TRAIN_QUEUE,
+    MERGE_TASK: MERGE_QUEUE,
+}
+TASK_QUEUES[EVAL_RUN_TASK] = EVAL_QUEUE
 
 
 def train_queue(gpus: int) -> str:

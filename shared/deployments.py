@@ -14,11 +14,13 @@ expired go back to ``pending`` so that another pool (or the same one restarted) 
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
+from shared.merging import MODEL_NAME_PATTERN
 from shared.redis_keys import RedisKeys
+
+__all__ = ["MODEL_NAME_PATTERN"]
 
 DEPLOYMENT_KIND = "deployment"
 POOL_HEARTBEAT_SECONDS = 10.0
@@ -32,8 +34,6 @@ PENDING, LOADING, DEPLOYED, FAILED, UNDEPLOYING = (
 )
 # States in which a pool holds (or is about to hold) a worker for the model.
 HELD_STATES = {LOADING, DEPLOYED}
-
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def new_deployment_record(name: str, path: str, conv_template: str = "") -> dict[str, Any]:

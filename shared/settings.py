@@ -135,6 +135,15 @@ class WebUISettings(_Section):
     model_list_mode: Literal["once", "reload"] = "reload"
     # How long the page waits on a worker between streamed chunks before giving up.
     worker_api_timeout: float = 100.0
+    # Folder of the conversation log (<date>-conv.json); empty: LOG_DIR.
+    conv_log_dir: str = ""
+    # Bearer key for the controller's /v1 routes when CONTROLLER_API_KEYS guards them.
+    api_key: str = ""
+    # Seconds between refreshes of the training and models pages (and the chat's model list).
+    refresh_seconds: float = 2.0
+    # Base models offered by the fine-tuning form (comma-separated folders or Hub ids; any other
+    # can be typed); empty: the embedded default model.
+    base_models: str = ""
 
 
 @lru_cache
@@ -181,3 +190,27 @@ class IngestorSettings(_Section):
 @lru_cache
 def ingestor_settings() -> IngestorSettings:
     return IngestorSettings()
+
+
+class EvaluatorSettings(_Section):
+    """Evaluation job defaults (``EVAL_*``); request fields and CLI flags override them."""
+
+    model_config = SettingsConfigDict(env_prefix="EVAL_", extra="ignore")
+
+    # Local copies of task datasets (<dir>/<hub dataset id>) and extra task YAMLs; empty: none.
+    data_dir: str = ""
+    # Where each evaluation's raw harness output is written (<dir>/<eval id>.json).
+    output_dir: Path = REPO_ROOT / "evals"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class MergerSettings(_Section):
+    """LoRA merger service (``MERGER_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MERGER_", extra="ignore")
+
+    # A running merge holds its record for this long, renewed every third of it; a copy of the
+    # task delivered again while the holder lives leaves the merge alone.
+    lease_seconds: float = 30.0
+    # Seconds between the running merge's looks at its record's cancel flag.
+    cancel_poll_seconds: float = 1.0

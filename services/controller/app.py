@@ -16,7 +16,9 @@ from pydantic import ValidationError
 from services.controller.auth import api_key_guard, parse_api_keys
 from services.controller.datasets_api import router as datasets_router
 from services.controller.deployments_api import router as deployments_router
+from services.controller.evals_api import router as evals_router
 from services.controller.jobs_api import router as jobs_router
+from services.controller.merges_api import router as merges_router
 from services.controller.openai_api import install_openai_api
 from services.controller.openai_service import OpenAIService
 from services.controller.proxy import (
@@ -31,8 +33,10 @@ from shared.celery_app import make_celery
 from shared.constants import ErrorCode
 from shared.datasets import DATASET_KIND
 from shared.deployments import DEPLOYMENT_KIND
+from shared.evals import EVAL_KIND, ResultsBoard
 from shared.http_errors import APIError, error_response, install_error_handlers
 from shared.job_records import EventLog, RecordStore
+from shared.merging import MERGE_KIND
 from shared.redis_client import async_redis, sync_redis
 from shared.redis_keys import RedisKeys
 from shared.schemas import (
@@ -101,6 +105,9 @@ def create_app(
         jobs_redis = sync_redis(common.redis_url)
         app.state.jobs = RecordStore(jobs_redis, RedisKeys(common.redis_key_prefix), JOB_KIND)
         app.state.job_events = EventLog(jobs_redis, RedisKeys(common.redis_key_prefix), JOB_KIND)
+        app.state.merges = RecordStore(jobs_redis, RedisKeys(common.redis_key_prefix), MERGE_KIND)
+        app.state.evals = RecordStore(jobs_redis, RedisKeys(common.redis_key_prefix), EVAL_KIND)
+        app.state.eval_results = ResultsBoard(jobs_redis, RedisKeys(common.redis_key_prefix))
         app.state.deployments = RecordStore(
             jobs_redis, RedisKeys(common.redis_key_prefix), DEPLOYMENT_KIND
         )
@@ -132,6 +139,8 @@ def create_app(
     install_openai_api(app, settings)
     app.include_router(datasets_router, dependencies=[Depends(api_keys)])
     app.include_router(jobs_router, dependencies=[Depends(api_keys)])
+    app.include_router(merges_router, dependencies=[Depends(api_keys)])
+    app.include_router(evals_router, dependencies=[Depends(api_keys)])
 
     def ctl(request: Request) -> Controller:
         return request.app.state.controller
