@@ -86,6 +86,9 @@ class FineTuneRequest(BaseModel):
     seed: int = Field(0, ge=0)
     suffix: str | None = Field(None, max_length=64)
     merge: bool = False
+    # One of shared.training_presets.PRESETS, applied by the controller (its settings are
+    # already in the other fields); the trainer launches with the preset's accelerate config.
+    preset: str | None = None
     gpus: int = Field(0, ge=0, description="GPUs the job needs (0: any worker, CPU included)")
     metadata: dict[str, str] | None = None
 

@@ -5,12 +5,12 @@ A preset is a set of ``FineTuneRequest`` overrides (method, GPUs, hyperparameter
 7B/13B full finetunes, DeepSpeed ZeRO-3 with CPU offload for 30B, one GPU for QLoRA. The configs
 are also checked in under ``scripts/train/configs/`` for the Slurm scripts;
 ``python -m services.trainer.presets --write scripts/train/configs`` regenerates them, and a test
-keeps the two identical.
+keeps the two identical. Pure data (no torch): the controller applies a job's ``preset`` with
+``apply_preset`` and the trainer launches with the preset's config.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from dataclasses import dataclass, field
@@ -63,7 +63,7 @@ DEEPSPEED_ZERO3_OFFLOAD: dict[str, Any] = {
     "wall_clock_breakdown": False,
 }
 
-_FSDP_LLAMA = {
+FSDP_LLAMA = {
     "fsdp_version": 1,
     "fsdp_sharding_strategy": "FULL_SHARD",
     "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
@@ -82,7 +82,7 @@ _FSDP_LLAMA = {
 _COMMON = {"n_epochs": 3.0, "weight_decay": 0.0, "logging_steps": 1, "max_length": 2048}
 
 
-def _accelerate(
+def accelerate_config(
     distributed_type: str, processes: int, machines: int = 1, **extra: Any
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
@@ -157,7 +157,7 @@ PRESETS: dict[str, Preset] = {
                 "gradient_accumulation_steps": 16,
                 **_FULL_FSDP,
             },
-            accelerate=_accelerate("FSDP", 4, fsdp_config=_FSDP_LLAMA),
+            accelerate=accelerate_config("FSDP", 4, fsdp_config=FSDP_LLAMA),
             save_total_limit=8,
         ),
         Preset(
@@ -173,7 +173,7 @@ PRESETS: dict[str, Preset] = {
                 "gradient_accumulation_steps": 4,
                 **_FULL_FSDP,
             },
-            accelerate=_accelerate("FSDP", 8, fsdp_config=_FSDP_LLAMA),
+            accelerate=accelerate_config("FSDP", 8, fsdp_config=FSDP_LLAMA),
             save_total_limit=8,
         ),
         Preset(
@@ -190,7 +190,7 @@ PRESETS: dict[str, Preset] = {
                 "gradient_accumulation_steps": 4,
                 **_FULL_FSDP,
             },
-            accelerate=_accelerate("FSDP", 8, machines=2, fsdp_config=_FSDP_LLAMA),
+            accelerate=accelerate_config("FSDP", 8, machines=2, fsdp_config=FSDP_LLAMA),
             save_total_limit=8,
         ),
         Preset(
@@ -212,7 +212,7 @@ PRESETS: dict[str, Preset] = {
                 "eval_steps": 200,
                 "gradient_checkpointing": False,
             },
-            accelerate=_accelerate(
+            accelerate=accelerate_config(
                 "DEEPSPEED",
                 16,
                 machines=4,
@@ -251,36 +251,29 @@ PRESETS: dict[str, Preset] = {
                 "quant_type": "nf4",
                 "double_quant": True,
             },
-            accelerate=_accelerate("NO", 1),
+            accelerate=accelerate_config("NO", 1),
             save_total_limit=100,
         ),
     )
 }
 
 
-def write_configs(folder: Path) -> list[Path]:
-    """Write every preset's accelerate YAML (and the DeepSpeed JSON) into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for preset in PRESETS.values():
-        for name, content in preset.config_files().items():
-            path = folder / name
-            path.write_text(content)
-            written.append(path)
-    return written
+def apply_preset(body: dict[str, Any]) -> dict[str, Any]:
+    """A job body with its ``preset``'s settings filled in; the body's own fields win.
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="List presets or write their launch configs.")
-    parser.add_argument("--write", type=Path, help=f"folder to write configs to ({CONFIG_DIR})")
-    args = parser.parse_args(argv)
-    if args.write:
-        for path in write_configs(args.write):
-            print(path)
-        return
-    for preset in PRESETS.values():
-        print(f"{preset.name:<26} {preset.description}")
-
-
-if __name__ == "__main__":
-    main()
+    Raises KeyError naming the known presets when the preset does not exist.
+    """
+    name = body.get("preset")
+    if name is None:
+        return body
+    if not isinstance(name, str) or name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    preset = PRESETS[name]
+    hyperparameters = body.get("hyperparameters")
+    own = hyperparameters if isinstance(hyperparameters, dict) else {}
+    return {
+        "method": preset.method,
+        "gpus": preset.gpus,
+        **body,
+        "hyperparameters": {**preset.hyperparameters, **own},
+    }

@@ -24,6 +24,7 @@ from shared.training import (
     new_job_id,
     new_job_record,
 )
+from shared.training_presets import apply_preset
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,11 @@ def _invalid(problems: list[tuple[str, str]]) -> OpenAIError:
 
 
 def _parse(body: Any) -> FineTuneRequest:
+    if isinstance(body, dict):
+        try:
+            body = apply_preset(body)
+        except KeyError as exc:
+            raise _invalid([("preset", exc.args[0])]) from None
     try:
         return FineTuneRequest.model_validate(body)
     except ValidationError as exc:

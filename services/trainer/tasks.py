@@ -20,9 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from shared.celery_app import TRAIN_JOB_TASK, make_celery
+from shared.celery_app import TRAIN_JOB_TASK, make_celery, train_queue
 from shared.datasets import DATASET_KIND
 from shared.job_records import EventLog, RecordStore
+from shared.merging import MERGE_KIND, MergeRequest, queue_merge
 from shared.redis_client import sync_redis
 from shared.redis_keys import RedisKeys
 from shared.settings import CommonSettings
@@ -39,12 +40,15 @@ CANCEL_POLL_SECONDS = 1.0
 class JobContext:
     """The stores a job run needs."""
 
-    def __init__(self, common: CommonSettings) -> None:
+    def __init__(self, common: CommonSettings, celery_app: Any = None) -> None:
         client = sync_redis(common.redis_url)
         keys = RedisKeys(common.redis_key_prefix)
         self.jobs = RecordStore(client, keys, JOB_KIND)
         self.events = EventLog(client, keys, JOB_KIND)
         self.datasets = RecordStore(client, keys, DATASET_KIND)
+        self.merges = RecordStore(client, keys, MERGE_KIND)
+        # Sends the merge of a ``merge: true`` job to the merger service.
+        self.celery = celery_app if celery_app is not None else app
 
 
 def resolve_file(ctx: JobContext, name: str | None) -> str | None:
@@ -157,15 +161,31 @@ def fine_tuned_model_name(record: dict[str, Any]) -> str:
     return f"{base}-{record.get('suffix') or record['id']}"
 
 
+def _train(
+    request: FineTuneRequest, output_dir: Path, sink: EventSink, should_stop: Any
+) -> dict[str, Any]:
+    """In this process on CPU or one GPU; over the node's GPUs with accelerate otherwise."""
+    import torch
+
+    from services.trainer import job, launcher
+
+    processes = launcher.launch_processes(request, torch.cuda.device_count())
+    if processes > 1:
+        return launcher.run_launched(
+            request, output_dir, sink, should_stop, processes, torch.cuda.is_available()
+        )
+    return job.run_training(request, output_dir, sink, should_stop)
+
+
 def run_job(job_id: str, ctx: JobContext, owner: str) -> dict[str, Any] | None:
-    from services.trainer.job import TrainingError, run_training
+    from services.trainer.job import TrainingError
 
     record = ctx.jobs.get(job_id)
     if record is None:
         log.error("event=job_missing id=%s", job_id)
         return None
-    if record["status"] in TERMINAL_JOB_STATUSES:
-        return record
+    if record["status"] in TERMINAL_JOB_STATUSES or record.get("merge_id"):
+        return record  # done, or trained and in the merger's hands
     sink = EventSink(ctx, job_id)
     if record.get("cancel_requested"):
         sink.message("Job cancelled before it started.")
@@ -191,9 +211,7 @@ def run_job(job_id: str, ctx: JobContext, owner: str) -> dict[str, Any] | None:
             if resumed
             else f"Fine-tuning job started on {owner}."
         )
-        result = run_training(
-            request, Path(record["output_dir"]), sink, _cancel_checker(ctx, job_id)
-        )
+        result = _train(request, Path(record["output_dir"]), sink, _cancel_checker(ctx, job_id))
     except (TrainingError, FileNotFoundError, ValueError) as exc:
         sink.message(str(exc), "error")
         lease.release()
@@ -221,16 +239,90 @@ def run_job(job_id: str, ctx: JobContext, owner: str) -> dict[str, Any] | None:
     if result.get("status") == "cancelled":
         sink.message("Job cancelled.")
         return ctx.jobs.update(job_id, status="cancelled", finished_at=int(time.time()))
+    outcome = {
+        "result_dir": result.get("final_dir"),
+        "trained_tokens": result.get("trained_tokens"),
+        "result_metrics": result.get("metrics"),
+    }
+    if request.merge and request.method != "full":
+        return _chain_merge(ctx, sink, record, request, outcome)
+    if request.merge:
+        sink.message("merge: true has nothing to do for a full finetune: the result is a model.")
     sink.message("The job has successfully completed.")
     return ctx.jobs.update(
         job_id,
         status="succeeded",
         finished_at=int(time.time()),
         fine_tuned_model=fine_tuned_model_name(record),
-        result_dir=result.get("final_dir"),
-        trained_tokens=result.get("trained_tokens"),
-        result_metrics=result.get("metrics"),
+        **outcome,
     )
+
+
+def _chain_merge(
+    ctx: JobContext,
+    sink: EventSink,
+    record: dict[str, Any],
+    request: FineTuneRequest,
+    outcome: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Hand the adapter to the merger; the job stays running until the merge finishes, and the
+    merger then marks it succeeded with ``fine_tuned_model`` naming the merged model."""
+    merge = queue_merge(
+        ctx.celery,
+        ctx.merges,
+        # Named after the job (``<base>-<suffix or id>``, made a valid model name).
+        MergeRequest(base_model=request.model, adapter=outcome["result_dir"], job_id=record["id"]),
+        jobs=ctx.jobs,
+    )
+    sink.message(f"Training finished; merging the adapter into the base model ({merge['id']}).")
+    return ctx.jobs.update(record["id"], merge_id=merge["id"], **outcome)
+
+
+def recover_orphaned_jobs(ctx: JobContext, grace_seconds: float = LEASE_SECONDS) -> list[str]:
+    """Queue again the running jobs whose lease has expired; returns their ids.
+
+    Celery redelivers a job whose worker died, but only once per message: if a job outlived the
+    visibility timeout, its redelivered copy saw the live lease and exited, and if the original
+    worker then dies no message is left. A lease that stopped being renewed means exactly that;
+    sending the task again is safe because the lease still keeps a single runner.
+    """
+    records, _ = ctx.jobs.list(limit=10_000)
+    now = time.time()
+    orphans = [
+        job
+        for job in records
+        if job["status"] == "running"
+        and not job.get("merge_id")
+        and (job.get("lease_expires_at") or 0) + grace_seconds < now
+    ]
+    for job in orphans:
+        request = FineTuneRequest.model_validate(job["request"])
+        ctx.celery.send_task(TRAIN_JOB_TASK, args=[job["id"]], queue=train_queue(request.gpus))
+        EventSink(ctx, job["id"]).message(
+            "The worker running this job stopped renewing its lease; the job was queued again "
+            "and resumes from its last checkpoint."
+        )
+        log.warning(
+            "event=job_requeued id=%s lease_expired_at=%s", job["id"], job.get("lease_expires_at")
+        )
+    return [job["id"] for job in orphans]
+
+
+def watch_for_orphaned_jobs(common: CommonSettings, interval: float = 60.0) -> threading.Thread:
+    """Run ``recover_orphaned_jobs`` now and every ``interval`` seconds, in a daemon thread."""
+
+    def loop() -> None:
+        ctx = JobContext(common)
+        while True:
+            try:
+                recover_orphaned_jobs(ctx)
+            except Exception:  # Redis away for a moment: look again later
+                log.exception("event=orphan_scan_failed")
+            time.sleep(interval)
+
+    thread = threading.Thread(target=loop, daemon=True, name="orphaned-jobs")
+    thread.start()
+    return thread
 
 
 def worker_identity() -> str:

@@ -74,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-total-limit", type=int, default=None, help="checkpoints to keep")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--list-presets", action="store_true")
+    parser.add_argument(
+        "--request-file",
+        type=Path,
+        default=None,
+        help="a fine-tuning job request as JSON (instead of the flags below)",
+    )
+    parser.add_argument(
+        "--events-file",
+        type=Path,
+        default=None,
+        help="also append every event as a JSON line here (main process only)",
+    )
     _add_hyperparameter_flags(parser)
     return parser
 
@@ -143,12 +155,21 @@ def main(argv: list[str] | None = None) -> int:
 
         list_presets([])
         return 0
-    if not (args.base_model and args.data_path and args.output_dir):
+    if args.request_file is not None:
+        if args.output_dir is None:
+            parser.error("--output-dir is required")
+        try:
+            request = FineTuneRequest.model_validate_json(args.request_file.read_text())
+        except (OSError, ValidationError) as exc:
+            parser.error(f"--request-file: {exc}")
+        save_total_limit = args.save_total_limit if args.save_total_limit is not None else 3
+    elif not (args.base_model and args.data_path and args.output_dir):
         parser.error("--base-model, --data-path and --output-dir are required")
-    try:
-        request, save_total_limit = request_from_args(args)
-    except ValidationError as exc:
-        parser.error(str(exc))
+    else:
+        try:
+            request, save_total_limit = request_from_args(args)
+        except ValidationError as exc:
+            parser.error(str(exc))
 
     stop_requested = []
 
@@ -165,11 +186,19 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     writer = tqdm.write  # prints above the progress bar
+    events_file = args.events_file.open("a") if args.events_file else None
+
+    def on_event(event: dict[str, Any]) -> None:
+        _print_event(event, writer)
+        if events_file is not None:
+            events_file.write(json.dumps(event) + "\n")
+            events_file.flush()
+
     try:
         result = run_training(
             request,
             args.output_dir,
-            on_event=lambda event: _print_event(event, writer),
+            on_event=on_event,
             should_stop=lambda: bool(stop_requested),
             options=options,
         )

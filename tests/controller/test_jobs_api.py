@@ -87,6 +87,32 @@ def test_jobs_needing_gpus_go_to_a_gpu_queue(
     assert len(queued(redis_url, redis_prefix, "train-gpu-4")) == 1
 
 
+def test_a_preset_fills_in_its_recipe_and_the_body_wins(
+    api: str, tiny_model_dir: Path, data_file: Path, redis_url: str, redis_prefix: str
+) -> None:
+    body = {
+        "model": str(tiny_model_dir),
+        "training_file": str(data_file),
+        "preset": "camel-7b-full-4gpu",
+        "hyperparameters": {"max_length": 128},
+    }
+    created = httpx.post(f"{api}/v1/fine_tuning/jobs", json=body)
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert (job["method"], job["request"]["gpus"], job["request"]["preset"]) == (
+        "full",
+        4,
+        "camel-7b-full-4gpu",
+    )
+    assert job["hyperparameters"]["max_length"] == 128
+    assert job["hyperparameters"]["gradient_checkpointing"] is True
+    assert len(queued(redis_url, redis_prefix, "train-gpu-4")) == 1
+    unknown = httpx.post(f"{api}/v1/fine_tuning/jobs", json={**body, "preset": "nope"})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["param"] == "preset"
+    assert "camel-qlora-1gpu" in unknown.json()["error"]["message"]
+
+
 def test_dataset_ids_must_be_built(
     api: str, tiny_model_dir: Path, redis_url: str, redis_prefix: str
 ) -> None:
