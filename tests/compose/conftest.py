@@ -1,0 +1,49 @@
+"""Fixtures for the compose stack: the Compose v2 binary and the models it reads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO_ROOT
+
+# The runner lives in scripts/ (run as scripts, imported here as modules).
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+import compose_plan
+
+GPU_FILE = REPO_ROOT / "compose.gpu.yaml"
+
+
+@pytest.fixture(scope="session")
+def compose_bin() -> Path:
+    try:
+        return compose_plan.compose_binary()
+    except compose_plan.ComposeError as exc:
+        pytest.fail(f"{exc} (the compose checks need the real binary, not a skip)")
+
+
+@pytest.fixture(scope="session")
+def compose_config(compose_bin: Path) -> dict:
+    """compose.yaml alone, interpolated with the defaults (no .env, no shell overrides)."""
+    return compose_plan.load_config(environ=clean_environ())
+
+
+@pytest.fixture(scope="session")
+def gpu_config(compose_bin: Path) -> dict:
+    """compose.yaml merged with compose.gpu.yaml, every profile on."""
+    environ = {**clean_environ(), "COMPOSE_PROFILES": "*"}
+    return compose_plan.load_config([compose_plan.COMPOSE_FILE, GPU_FILE], environ)
+
+
+def clean_environ() -> dict[str, str]:
+    """An environment without the variables compose.yaml interpolates, and with no .env file."""
+    import os
+
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/root"),
+        "COMPOSE_DISABLE_ENV_FILE": "1",
+    }

@@ -1,0 +1,118 @@
+"""`make up` without Docker: compose.yaml's services as local processes, healthy, serving a chat."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import REPO_ROOT, free_port, wait_until
+
+
+def stack(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "scripts/stack.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
+    tmp_path: Path, redis_url: str, redis_prefix: str, default_model_dir: Path
+) -> None:
+    ports = {
+        name: str(free_port())
+        for name in ("CONTROLLER_PORT", "WORKER_PORT", "WEBUI_PORT", "POOL_PORT")
+    }
+    first = free_port()
+    env = {
+        **os.environ,
+        **ports,
+        "POOL_PORT_RANGE": f"{first}-{first}",
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": redis_prefix,
+        "STACK_MODE": "local",
+        "STACK_RUN_DIR": str(tmp_path / "run"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        "STACK_VOLUME_MODELS": str(default_model_dir.parent),
+        "STACK_VOLUME_DATASETS": str(tmp_path / "datasets"),
+        "STACK_VOLUME_JOBS": str(tmp_path / "jobs"),
+        "COMPOSE_DISABLE_ENV_FILE": "1",  # a developer's .env must not change the test
+        "HF_HUB_OFFLINE": "1",
+    }
+    controller = f"http://127.0.0.1:{ports['CONTROLLER_PORT']}"
+    pids: list[int] = []
+    try:
+        out = stack("up", env=env)
+        assert f"{redis_url} (reused)" in out
+        state = json.loads((tmp_path / "run" / "stack.json").read_text())
+        entries = {entry["name"]: entry for entry in state["services"]}
+        pids = [entry["pid"] for entry in entries.values()]
+        long_running = {
+            "controller",
+            "model-worker",
+            "model-pool",
+            "webui",
+            "ingestor",
+            "trainer",
+            "merger",
+            "evaluator",
+        }
+        assert set(entries) == long_running | {"model-init"}, out
+        assert state["skipped"] == []
+        for name in long_running:
+            assert alive(entries[name]["pid"]), name
+            assert (tmp_path / "run" / f"{name}.pid").read_text().strip() == str(
+                entries[name]["pid"]
+            )
+            assert (tmp_path / "logs" / f"{name}.log").exists(), name
+
+        status = {line.split()[0]: line.split()[1] for line in stack("ps", env=env).splitlines()}
+        assert {name: status[name] for name in long_running} == dict.fromkeys(
+            long_running, "healthy"
+        )
+        assert status["model-init"] == "done"
+
+        # The worker advertises its own local address, and the controller routes to it.
+        address = httpx.post(
+            f"{controller}/get_worker_address", json={"model": default_model_dir.name}, timeout=10
+        ).json()["address"]
+        assert address == f"http://127.0.0.1:{ports['WORKER_PORT']}"
+        reply = httpx.post(
+            f"{controller}/v1/chat/completions",
+            json={
+                "model": default_model_dir.name,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "temperature": 0,
+                "max_tokens": 24,
+            },
+            timeout=120,
+        )
+        assert reply.status_code == 200, reply.text
+        assert "Paris" in reply.json()["choices"][0]["message"]["content"]
+        assert httpx.get(f"http://127.0.0.1:{ports['WEBUI_PORT']}/", timeout=10).status_code == 200
+    finally:
+        stack("down", env=env)
+    assert wait_until(lambda: not any(alive(pid) for pid in pids), 20)
+    assert not (tmp_path / "run" / "stack.json").exists()
+    assert not list((tmp_path / "run").glob("*.pid"))
+    assert "not running" in stack("ps", env=env)
