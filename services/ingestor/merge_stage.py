@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.ingestor.counts import StageCounts
 from services.ingestor.json_io import JsonListWriter
@@ -61,10 +62,31 @@ def write_dataset(
     return MergeResult(counts, digest.hexdigest(), jsonl_path, json_path)
 
 
-def length_stats(lengths: list[int] | tuple[int, ...]) -> dict[str, float | int | None]:
-    """min/median/p95/max of sample token lengths (nearest-rank percentiles)."""
+def length_histogram(ordered: list[int]) -> list[dict[str, int]]:
+    """Counts per power-of-two bucket: ``{"le": upper bound, "count": samples}``, from 16 up."""
+    buckets: list[dict[str, int]] = []
+    upper, i = 16, 0
+    while i < len(ordered):
+        start = i
+        while i < len(ordered) and ordered[i] <= upper:
+            i += 1
+        buckets.append({"le": upper, "count": i - start})
+        upper *= 2
+    return buckets
+
+
+def length_stats(lengths: list[int] | tuple[int, ...]) -> dict[str, Any]:
+    """min/median/p95/max of sample token lengths (nearest-rank percentiles) and a histogram."""
     if not lengths:
-        return {"count": 0, "min": None, "median": None, "p95": None, "max": None, "mean": None}
+        return {
+            "count": 0,
+            "min": None,
+            "median": None,
+            "p95": None,
+            "max": None,
+            "mean": None,
+            "histogram": [],
+        }
     ordered = sorted(lengths)
     n = len(ordered)
 
@@ -78,4 +100,5 @@ def length_stats(lengths: list[int] | tuple[int, ...]) -> dict[str, float | int 
         "p95": rank(0.95),
         "max": ordered[-1],
         "mean": round(sum(ordered) / n, 1),
+        "histogram": length_histogram(ordered),
     }

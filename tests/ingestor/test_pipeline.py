@@ -285,3 +285,18 @@ def test_run_command_as_a_process(mixture: Path, tiny_model_dir: Path, tmp_path:
     )  # fmt: skip
     assert bad.returncode == 2
     assert "unknown source 'nope'" in bad.stderr
+
+
+def test_token_length_histogram_counts_each_sample_once() -> None:
+    from services.ingestor.merge_stage import length_stats
+
+    stats = length_stats([3, 16, 17, 40, 64, 65, 500])
+    assert stats["histogram"] == [
+        {"le": 16, "count": 2},
+        {"le": 32, "count": 1},
+        {"le": 64, "count": 2},
+        {"le": 128, "count": 1},
+        {"le": 256, "count": 0},
+        {"le": 512, "count": 1},
+    ]
+    assert length_stats([])["histogram"] == []
