@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install default-model compose-check up down ps demo test test-fast test-message lint format clean bench-ingest bench-serve
+.PHONY: help install default-model chromium compose-check up down ps demo test test-fast test-message lint format clean bench-ingest bench-serve
 
 help:
 	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes)"
@@ -61,7 +61,13 @@ test-message: $(STAMP)
 demo: up
 	$(PY) -m services.controller.demo
 
-test: default-model
+# The web UI's browser tests drive Debian's chromium (Playwright never downloads a browser).
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	  || echo "chromium is missing and cannot be installed here: the browser tests will be skipped"
+
+test: default-model chromium
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra
 
 test-fast: $(STAMP)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
-from services.webui.app import build_demo
+from services.webui.app import CSS, build_demo
+from services.webui.chat_log import ChatLog
 from services.webui.controller_client import ControllerClient
+from services.webui.management_client import ManagementClient
 from shared.logging_setup import configure_logging
 from shared.settings import CommonSettings, WebUISettings
 
@@ -31,6 +34,11 @@ def main(argv: list[str] | None = None) -> None:
         default=settings.model_list_mode,
         help="fetch the model list once at start-up, or again on every page load",
     )
+    parser.add_argument(
+        "--conv-log-dir",
+        default=settings.conv_log_dir or str(common.log_dir),
+        help="folder of the daily conversation log <date>-conv.json",
+    )
     parser.add_argument("--log-level", default=common.log_level)
     args = parser.parse_args(argv)
 
@@ -44,17 +52,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     configure_logging("webui", args.log_level)
     log.info(
-        "event=webui_starting controller=%s host=%s port=%d model_list_mode=%s",
+        "event=webui_starting controller=%s host=%s port=%d model_list_mode=%s conv_log_dir=%s",
         args.controller_address,
         settings.host,
         settings.port,
         settings.model_list_mode,
+        args.conv_log_dir,
     )
-    with ControllerClient(
-        args.controller_address, worker_timeout=settings.worker_api_timeout
-    ) as client:
-        demo = build_demo(settings, client)
+    with (
+        ControllerClient(
+            args.controller_address, worker_timeout=settings.worker_api_timeout
+        ) as client,
+        ManagementClient(args.controller_address, api_key=settings.api_key) as management,
+    ):
+        demo = build_demo(settings, client, management, ChatLog(Path(args.conv_log_dir)))
         demo.launch(
+            css=CSS,
             server_name=settings.host,
             server_port=settings.port,
             share=False,

@@ -1,21 +1,28 @@
-"""The Gradio page: layout and event wiring only; the chat itself lives in ``chat.py``."""
+"""The Gradio page: three tabs (chat, training, models) wired to the controller's public APIs.
+
+Each tab lives in its own module (``chat_page``, ``training_page``, ``models_page``); this one only
+assembles them and handles what spans tabs: the model list and ``?model=`` preselection.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
-from services.webui.chat import ChatState, GenerationParams, choose_model, run_turn
+from services.webui.chat import choose_model
+from services.webui.chat_log import ChatLog
+from services.webui.chat_page import build_chat_tab
 from services.webui.controller_client import ControllerClient, ServiceError
+from services.webui.management_client import ManagementClient
+from services.webui.models_page import build_models_tab
+from services.webui.training_page import PROGRESS_CSS, build_training_tab
 from shared.settings import WebUISettings
 
 log = logging.getLogger(__name__)
 
 TITLE = "camel-chat"
-DEFAULTS = GenerationParams()
 
 
 def fetch_models(client: ControllerClient) -> list[str]:
@@ -42,42 +49,26 @@ def model_choices(
     return choices, choose_model(choices, requested, current)
 
 
-def build_demo(settings: WebUISettings, client: ControllerClient) -> gr.Blocks:
-    """The chat page: model picker, chatbot, textbox + Send, Clear, and sampling parameters."""
+def build_demo(
+    settings: WebUISettings,
+    client: ControllerClient,
+    management: ManagementClient,
+    chat_log: ChatLog,
+) -> gr.Blocks:
     startup_models = fetch_models(client)
 
     with gr.Blocks(title=TITLE) as demo:
-        state = gr.State(ChatState())
         gr.Markdown(f"# {TITLE}")
-        model = gr.Dropdown(
-            choices=startup_models,
-            value=choose_model(startup_models, None),
-            label="Model",
-            show_label=False,
-            interactive=True,
-            # The list can be stale (mode "once", workers started later): a typed name still works.
-            allow_custom_value=True,
-        )
-        chatbot = gr.Chatbot(label="Scroll down and start chatting", elem_id="chatbot", height=550)
-        with gr.Row():
-            textbox = gr.Textbox(
-                label="Message",
-                show_label=False,
-                placeholder="Enter text and press ENTER",
-                scale=8,
-                container=False,
-            )
-            send = gr.Button("Send", variant="primary", scale=1, min_width=80)
-        with gr.Row():
-            clear = gr.Button("🗑️  Clear history")
-        with gr.Accordion("Parameters", open=False):
-            temperature = gr.Slider(
-                0.0, 1.0, value=DEFAULTS.temperature, step=0.1, label="Temperature"
-            )
-            top_p = gr.Slider(0.0, 1.0, value=DEFAULTS.top_p, step=0.1, label="Top P")
-            max_tokens = gr.Slider(
-                16, 1024, value=DEFAULTS.max_new_tokens, step=16, label="Max output tokens"
-            )
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                chat = build_chat_tab(
+                    client, chat_log, startup_models, choose_model(startup_models, None)
+                )
+            with gr.Tab("Training", id="training"):
+                build_training_tab(management, settings)
+            with gr.Tab("Models", id="models"):
+                build_models_tab(management, settings)
+        model_list_timer = gr.Timer(max(settings.refresh_seconds, 5.0))
 
         def on_load(current: str | None, request: gr.Request) -> Any:
             requested = request.query_params.get("model") if request else None
@@ -86,30 +77,29 @@ def build_demo(settings: WebUISettings, client: ControllerClient) -> gr.Blocks:
             )
             return gr.Dropdown(choices=choices, value=value)
 
-        def respond(
-            chat: ChatState,
-            text: str,
-            model_name: str | None,
-            temp: float,
-            top: float,
-            max_new_tokens: float,
-        ) -> Iterator[tuple[list[dict[str, str]], str, ChatState]]:
-            params = GenerationParams(float(temp), float(top), int(max_new_tokens))
-            for update in run_turn(chat, client, model_name or "", text, params):
-                yield update.history, update.textbox, chat
+        def refresh_model_list(known: list[str] | None) -> list[Any]:
+            """New models (a deployment finished, a worker started) join the dropdown; the
+            selection, and so the conversation, stays."""
+            if settings.model_list_mode != "reload":
+                return [gr.skip(), known]
+            models = fetch_models(client)
+            if not models or models == known:
+                return [gr.skip(), known]
+            return [gr.Dropdown(choices=models), models]
 
-        def clear_history() -> tuple[ChatState, list[dict[str, str]], str]:
-            return ChatState(), [], ""
-
-        demo.load(on_load, inputs=[model], outputs=[model], api_visibility="private")
-        chat_inputs = [state, textbox, model, temperature, top_p, max_tokens]
-        chat_outputs = [chatbot, textbox, state]
-        send.click(respond, chat_inputs, chat_outputs, api_name="chat", show_progress="hidden")
-        textbox.submit(
-            respond, chat_inputs, chat_outputs, api_visibility="private", show_progress="hidden"
+        known_models = gr.State(None)
+        demo.load(on_load, inputs=[chat.model], outputs=[chat.model], api_visibility="private")
+        model_list_timer.tick(
+            refresh_model_list,
+            [known_models],
+            [chat.model, known_models],
+            api_visibility="private",
+            show_progress="hidden",
         )
-        clear.click(clear_history, None, [state, chatbot, textbox], api_visibility="private")
-        model.change(clear_history, None, [state, chatbot, textbox], api_visibility="private")
 
     demo.queue(default_concurrency_limit=settings.concurrency_count)
     return demo
+
+
+# Passed to ``launch`` (Gradio 6 takes page CSS there).
+CSS = PROGRESS_CSS

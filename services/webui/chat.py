@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.webui.controller_client import ControllerClient, NoWorkerError, ServiceError
 from shared.constants import CONVERSATION_LEN_LIMIT, CONVERSATION_LIMIT_MSG, INPUT_CHAR_LEN_LIMIT
@@ -22,6 +23,14 @@ log = logging.getLogger(__name__)
 
 # Shown after the partial reply while the model is still writing.
 CURSOR = "▌"
+
+# Longer messages are refused, not silently cut (the original cut them to 2560 characters).
+INPUT_TOO_LONG_MSG = (
+    "Your message is {length} characters long; messages are limited to {limit} characters. "
+    "Shorten it and send it again."
+)
+
+NOTHING_TO_REGENERATE_MSG = "There is no reply to regenerate yet: send a message first."
 
 NO_MODEL_MSG = (
     "No model is selected. No worker has registered with the controller yet, or the model list "
@@ -51,16 +60,53 @@ class ChatState:
     conversation: Conversation | None = None
     # Identifies the conversation in logs; set when a conversation starts.
     conv_id: str = ""
+    # The text of the last turn if it failed after being sent: Regenerate sends it again.
+    failed_text: str | None = None
+    # The last reply was voted on (or flagged): the vote buttons stay off until the next one.
+    voted: bool = False
 
     def reset(self, model: str = "") -> None:
         """Forget the history; the next message starts a conversation with ``model``."""
         self.model = model
         self.conversation = None
         self.conv_id = ""
+        self.failed_text = None
+        self.voted = False
 
     def history(self) -> ChatMessages:
         """What the chatbot shows: the visible turns, in ``{"role", "content"}`` form."""
         return self.conversation.to_chatbot_messages() if self.conversation else []
+
+    def rounds(self) -> int:
+        return self.conversation.num_rounds() if self.conversation else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The conversation as the chat log records it (the original's ``state.dict()``)."""
+        conv = self.conversation.dict() if self.conversation else {}
+        return {**conv, "conv_id": self.conv_id, "model_name": self.model}
+
+
+@dataclass(frozen=True)
+class Buttons:
+    """Which of the chat's buttons can be pressed (Upvote/Downvote/Flag share ``vote``)."""
+
+    vote: bool = False
+    regenerate: bool = False
+    clear: bool = False
+
+
+def buttons_for(state: ChatState, busy: bool = False) -> Buttons:
+    """All off while a reply streams; votes only for a fresh reply; Regenerate and Clear whenever
+    there is something to redo or forget."""
+    if busy:
+        return Buttons()
+    rounds = state.rounds()
+    failed = state.failed_text is not None
+    return Buttons(
+        vote=rounds > 0 and not failed and not state.voted,
+        regenerate=rounds > 0 or failed,
+        clear=rounds > 0 or failed,
+    )
 
 
 @dataclass(frozen=True)
@@ -73,6 +119,11 @@ class TurnUpdate:
     error: str | None = None
     # The stored reply, set on the final update of a successful turn.
     reply: str | None = None
+    # False while the reply is still streaming.
+    done: bool = True
+    # Wall-clock (epoch seconds) start and finish of a successful turn, for the chat log.
+    started_at: float | None = None
+    finished_at: float | None = None
 
 
 @dataclass
@@ -117,11 +168,14 @@ def run_turn(
     if not text or not text.strip():
         yield TurnUpdate(state.history(), text)
         return
-    text = text[:INPUT_CHAR_LEN_LIMIT]
     if model != state.model:
         state.reset(model)
     if not model:
         yield _refuse(state, text, NO_MODEL_MSG)
+        return
+    if len(text) > INPUT_CHAR_LEN_LIMIT:
+        message = INPUT_TOO_LONG_MSG.format(length=len(text), limit=INPUT_CHAR_LEN_LIMIT)
+        yield _refuse(state, text, message)
         return
     conv = state.conversation
     if conv is not None and conv.num_rounds() >= CONVERSATION_LEN_LIMIT:
@@ -129,6 +183,7 @@ def run_turn(
         return
 
     turn = _Turn(text=text)
+    state.failed_text = None
     try:
         worker = client.worker_address(model)
         if not worker:
@@ -151,6 +206,36 @@ def run_turn(
         yield _fail(state, turn, f"The web UI failed unexpectedly ({exc!r}).")
 
 
+def regenerate_turn(
+    state: ChatState, client: ControllerClient, params: GenerationParams | None = None
+) -> Iterator[TurnUpdate]:
+    """Answer the last message again: the one that failed, else the last answered one (whose
+    reply is dropped first)."""
+    if state.failed_text is not None:
+        yield from run_turn(state, client, state.model, state.failed_text, params)
+        return
+    conv = state.conversation
+    if conv is None or conv.num_rounds() == 0:
+        shown = [
+            *state.history(),
+            {"role": "assistant", "content": f"⚠️ {NOTHING_TO_REGENERATE_MSG}"},
+        ]
+        yield TurnUpdate(shown, "", error=NOTHING_TO_REGENERATE_MSG)
+        return
+    text = conv.messages[-2][1] or ""
+    removed = conv.messages[-2:]
+    del conv.messages[-2:]
+    finished = False
+    try:
+        for update in run_turn(state, client, state.model, text, params):
+            finished = update.done
+            yield update
+    finally:
+        # Abandoned mid-stream: put the old round back rather than lose it.
+        if not finished and state.conversation is conv and state.failed_text is None:
+            conv.messages.extend(removed)
+
+
 def _stream(
     state: ChatState,
     conv: Conversation,
@@ -163,8 +248,9 @@ def _stream(
     conv.append_message(conv.roles[0], turn.text)
     conv.append_message(conv.roles[1], None)
     turn.shown = [*before, {"role": "user", "content": turn.text}]
-    yield TurnUpdate([*turn.shown, {"role": "assistant", "content": CURSOR}], "")
+    yield TurnUpdate([*turn.shown, {"role": "assistant", "content": CURSOR}], "", done=False)
 
+    started_at = time.time()
     started = time.monotonic()
     finished = False
     try:
@@ -178,7 +264,7 @@ def _stream(
         ):
             turn.partial = snapshot.strip()
             shown = [*turn.shown, {"role": "assistant", "content": turn.partial + CURSOR}]
-            yield TurnUpdate(shown, "")
+            yield TurnUpdate(shown, "", done=False)
         conv.update_last_message(turn.partial)
         finished = True
     finally:
@@ -194,7 +280,14 @@ def _stream(
         len(turn.partial),
         time.monotonic() - started,
     )
-    yield TurnUpdate(state.history(), "", reply=turn.partial)
+    state.voted = False
+    yield TurnUpdate(
+        state.history(),
+        "",
+        reply=turn.partial,
+        started_at=started_at,
+        finished_at=time.time(),
+    )
 
 
 def _refuse(state: ChatState, text: str, message: str) -> TurnUpdate:
@@ -205,6 +298,7 @@ def _refuse(state: ChatState, text: str, message: str) -> TurnUpdate:
 
 def _fail(state: ChatState, turn: _Turn, message: str) -> TurnUpdate:
     """Show the unfinished turn (already out of the conversation) with the cause of the failure."""
+    state.failed_text = turn.text
     shown = [*state.history(), {"role": "user", "content": turn.text}]
     shown.append({"role": "assistant", "content": error_message(turn.partial, message)})
     return TurnUpdate(shown, turn.text, error=message)

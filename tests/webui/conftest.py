@@ -1,7 +1,8 @@
-"""One serving stack per test module: real controller and tiny worker processes on a real Redis.
+"""One serving stack for the web UI's tests: real controller and tiny worker processes on a real
+Redis.
 
-Module scope because a worker takes seconds to start; tests only add workers of their own
-names, so they do not disturb each other.
+Package scope because a worker takes seconds to start; tests only add workers of their own
+names, so they do not disturb each other. The browser tests start their own, fuller stack.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ import redis
 from tests.support import ServiceProcess, free_port, wait_until
 
 MODEL = "tiny-llama"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Keep each phase's report on the test item, so fixtures can react to a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
 
 
 @dataclass
@@ -49,7 +58,7 @@ def _controller(redis_url: str, prefix: str, log_path: Path) -> tuple[str, Servi
     return url, proc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(
     redis_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:

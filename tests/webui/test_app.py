@@ -3,6 +3,7 @@ of real controller and worker processes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -27,6 +28,8 @@ def webui(stack: Stack) -> Iterator[str]:
         "2",
         "--model-list-mode",
         "reload",
+        "--conv-log-dir",
+        str(stack.logs / "conv"),
     ]
     proc = ServiceProcess("services.webui", args, stack.logs / "webui.log").start()
     url = f"http://127.0.0.1:{port}"
@@ -51,7 +54,9 @@ def test_page_is_served_and_lists_the_model(webui: str, stack: Stack) -> None:
     assert "camel-chat" in page.text
     config = httpx.get(f"{webui}/config", timeout=10).json()
     assert config["title"] == "camel-chat"
-    [dropdown] = [c for c in config["components"] if c["type"] == "dropdown"]
+    tabs = [c["props"]["label"] for c in config["components"] if c["type"] == "tabitem"]
+    assert tabs == ["Chat", "Training", "Models"]
+    [dropdown] = [c for c in config["components"] if c["props"].get("elem_id") == "model-select"]
     assert [stack.model, stack.model] in dropdown["props"]["choices"]
     assert dropdown["props"]["value"] == stack.model
 
@@ -62,7 +67,7 @@ def test_chat_endpoint_streams_a_reply_then_names_a_missing_worker(
     client = Client(webui, verbose=False)
     # Greedy, so that the reply (gibberish from random weights) is the same on every run.
     job = client.submit("Hello", stack.model, 0.0, 1.0, 32, api_name="/chat")
-    history, textbox = job.result(timeout=60)
+    history, textbox, *_ = job.result(timeout=60)
     outputs = job.outputs()
 
     assert len(outputs) >= 3, "cursor first, then each snapshot, then the stored reply"
@@ -72,8 +77,13 @@ def test_chat_endpoint_streams_a_reply_then_names_a_missing_worker(
     assert _content(history[0]) == "Hello"
     reply = _content(history[1])
     assert reply.strip() and not reply.endswith("▌")
+    [log_file] = (stack.logs / "conv").glob("*-conv.json")
+    [record] = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert record["type"] == "chat" and record["model"] == stack.model
+    assert record["gen_params"] == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 32}
+    assert record["state"]["messages"][-1][1].split() == reply.split()
 
-    history, textbox = client.predict("Hello", "ghost", 0.7, 1.0, 32, api_name="/chat")
+    history, textbox, *_ = client.predict("Hello", "ghost", 0.7, 1.0, 32, api_name="/chat")
     assert textbox == "Hello"
     assert "No worker is serving model 'ghost' right now" in _content(history[-1])
     assert "HIGH TRAFFIC" not in _content(history[-1])

@@ -5,15 +5,20 @@ from __future__ import annotations
 import pytest
 
 from services.webui.chat import (
+    INPUT_TOO_LONG_MSG,
     NO_MODEL_MSG,
+    NOTHING_TO_REGENERATE_MSG,
+    Buttons,
     ChatState,
     TurnUpdate,
+    buttons_for,
     choose_model,
     error_message,
+    regenerate_turn,
     run_turn,
 )
 from services.webui.controller_client import ControllerClient
-from shared.constants import CONVERSATION_LEN_LIMIT, CONVERSATION_LIMIT_MSG
+from shared.constants import CONVERSATION_LEN_LIMIT, CONVERSATION_LIMIT_MSG, INPUT_CHAR_LEN_LIMIT
 from shared.conversation import get_conv_template
 
 
@@ -106,3 +111,62 @@ def test_switching_model_starts_a_new_conversation(offline_client: ControllerCli
 def test_error_message_keeps_the_partial_reply() -> None:
     assert error_message("", "boom") == "⚠️ boom"
     assert error_message("half an answ", "boom") == "half an answ\n\n⚠️ boom"
+
+
+def test_too_long_input_is_refused_with_its_length(offline_client: ControllerClient) -> None:
+    text = "ab" * INPUT_CHAR_LEN_LIMIT
+    state = ChatState()
+    [update] = run_turn(state, offline_client, "m", text)
+    assert update.error == INPUT_TOO_LONG_MSG.format(
+        length=2 * INPUT_CHAR_LEN_LIMIT, limit=INPUT_CHAR_LEN_LIMIT
+    )
+    assert update.error.startswith(f"Your message is {2 * INPUT_CHAR_LEN_LIMIT} characters long")
+    assert update.textbox == text, "the text stays in the box to be shortened"
+    assert state.conversation is None and state.failed_text is None
+
+
+def test_input_of_exactly_the_limit_is_sent(offline_client: ControllerClient) -> None:
+    [update] = run_turn(ChatState(), offline_client, "m", "x" * INPUT_CHAR_LEN_LIMIT)
+    assert update.error is not None and "controller" in update.error
+
+
+def test_buttons_follow_the_conversation() -> None:
+    state = ChatState()
+    assert buttons_for(state) == Buttons(vote=False, regenerate=False, clear=False)
+    conv = get_conv_template("vicuna_v1.1")
+    conv.append_message(conv.roles[0], "hi")
+    conv.append_message(conv.roles[1], "hello")
+    state = ChatState(model="m", conversation=conv, conv_id="x")
+    assert buttons_for(state) == Buttons(vote=True, regenerate=True, clear=True)
+    assert buttons_for(state, busy=True) == Buttons()
+    state.voted = True
+    assert buttons_for(state) == Buttons(vote=False, regenerate=True, clear=True)
+    state.reset("m")
+    state.failed_text = "again"
+    assert buttons_for(state) == Buttons(vote=False, regenerate=True, clear=True)
+
+
+def test_failure_keeps_the_text_for_regenerate(offline_client: ControllerClient) -> None:
+    state = ChatState()
+    [update] = run_turn(state, offline_client, "m", "hello")
+    assert update.error is not None and state.failed_text == "hello"
+    [again] = regenerate_turn(state, offline_client)
+    assert again.error == update.error and again.history == update.history
+
+
+def test_regenerate_without_a_reply_says_so(offline_client: ControllerClient) -> None:
+    [update] = regenerate_turn(ChatState(model="m"), offline_client)
+    assert update.error == NOTHING_TO_REGENERATE_MSG
+    assert update.history == [{"role": "assistant", "content": f"⚠️ {NOTHING_TO_REGENERATE_MSG}"}]
+
+
+def test_state_dict_is_the_template_plus_ids() -> None:
+    conv = get_conv_template("vicuna_v1.1")
+    conv.append_message(conv.roles[0], "hi")
+    conv.append_message(conv.roles[1], "hello")
+    state = ChatState(model="m", conversation=conv, conv_id="abc")
+    data = state.to_dict()
+    assert data["conv_id"] == "abc" and data["model_name"] == "m"
+    assert data["template_name"] == "vicuna_v1.1"
+    assert data["messages"][-2:] == [["USER", "hi"], ["ASSISTANT", "hello"]]
+    assert ChatState(model="m").to_dict() == {"conv_id": "", "model_name": "m"}

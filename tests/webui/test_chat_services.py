@@ -7,13 +7,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.webui.chat import CURSOR, ChatState, GenerationParams, run_turn
+from services.webui.chat import (
+    CURSOR,
+    Buttons,
+    ChatState,
+    GenerationParams,
+    buttons_for,
+    regenerate_turn,
+    run_turn,
+)
 from services.webui.controller_client import ControllerClient
-from shared.constants import INPUT_CHAR_LEN_LIMIT
 from shared.conversation import Conversation, get_conv_template
 from tests.webui.conftest import Stack
 
 SHORT = GenerationParams(temperature=0.7, top_p=1.0, max_new_tokens=24)
+# More new tokens than the tiny model's context of 256: its worker refuses the request.
+BIG = GenerationParams(max_new_tokens=512)
 
 
 @pytest.fixture
@@ -60,13 +69,39 @@ def test_turn_streams_and_stores_the_reply(stack: Stack, client: ControllerClien
     assert [m["role"] for m in second.history] == ["user", "assistant"] * 2
 
 
-def test_long_input_is_cut_to_the_limit(stack: Stack, client: ControllerClient) -> None:
+def test_regenerate_replaces_the_last_reply(stack: Stack, client: ControllerClient) -> None:
     state = ChatState()
-    [*_, final] = run_turn(state, client, stack.model, "ab" * INPUT_CHAR_LEN_LIMIT, SHORT)
-    assert final.error is None
-    assert state.conversation is not None
-    user_text = state.conversation.messages[state.conversation.offset][1]
-    assert user_text == ("ab" * INPUT_CHAR_LEN_LIMIT)[:INPUT_CHAR_LEN_LIMIT]
+    list(run_turn(state, client, stack.model, "first", SHORT))
+    [*_, second] = run_turn(state, client, stack.model, "second", SHORT)
+    assert second.error is None and state.conversation is not None
+    conv_id = state.conv_id
+
+    updates = list(regenerate_turn(state, client, SHORT))
+
+    assert updates[0].done is False and updates[0].history[-2:] == [
+        {"role": "user", "content": "second"},
+        {"role": "assistant", "content": CURSOR},
+    ]
+    final = updates[-1]
+    assert final.error is None and final.reply is not None and final.done
+    assert state.conversation.num_rounds() == 2 and state.conv_id == conv_id
+    assert [m["content"] for m in final.history[::2]] == ["first", "second"]
+    assert buttons_for(state) == Buttons(vote=True, regenerate=True, clear=True)
+
+
+def test_regenerate_after_a_failure_sends_the_failed_text_again(
+    stack: Stack, client: ControllerClient
+) -> None:
+    state = ChatState()
+    [*_, failed] = run_turn(state, client, stack.model, "too long an answer", BIG)
+    assert failed.error is not None and state.failed_text == "too long an answer"
+    assert buttons_for(state) == Buttons(vote=False, regenerate=True, clear=True)
+
+    [*_, final] = regenerate_turn(state, client, SHORT)
+
+    assert final.error is None and state.failed_text is None
+    assert state.conversation is not None and state.conversation.num_rounds() == 1
+    assert final.history[0] == {"role": "user", "content": "too long an answer"}
 
 
 def test_model_without_worker_is_named(client: ControllerClient) -> None:
