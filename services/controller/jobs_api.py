@@ -177,5 +177,8 @@ def cancel_job(job_id: str, request: Request) -> dict:
     record = _get(request, job_id)
     if record["status"] in TERMINAL_JOB_STATUSES:
         return record
+    if record.get("merge_id"):
+        # Trained and merging: the merger polls its record's flag and cancels the job with it.
+        request.app.state.merges.update(record["merge_id"], cancel_requested=True)
     # The trainer polls this flag every second and stops at its next step.
     return request.app.state.jobs.update(job_id, cancel_requested=True) or record

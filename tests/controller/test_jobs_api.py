@@ -180,3 +180,25 @@ def test_unknown_job_is_404(api: str) -> None:
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "fine_tuning_job_not_found"
     assert httpx.post(f"{api}/v1/fine_tuning/jobs/ftjob-nope/cancel").status_code == 404
+
+
+def test_cancelling_a_job_that_is_merging_cancels_its_merge(
+    api: str, tiny_model_dir: Path, data_file: Path, redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    jobs = RecordStore(client, RedisKeys(redis_prefix), "fine_tuning_job")
+    merges = RecordStore(client, RedisKeys(redis_prefix), "merge")
+    body = {
+        "model": str(tiny_model_dir),
+        "training_file": str(data_file),
+        "merge": True,
+        "hyperparameters": {"max_length": 128},
+    }
+    created = httpx.post(f"{api}/v1/fine_tuning/jobs", json=body)
+    assert created.status_code == 201, created.text
+    job = created.json()
+    merges.create({"id": "merge-1", "status": "running", "job_id": job["id"]})
+    jobs.update(job["id"], status="running", merge_id="merge-1")
+    cancelled = httpx.post(f"{api}/v1/fine_tuning/jobs/{job['id']}/cancel").json()
+    assert cancelled["cancel_requested"] is True
+    assert merges.get("merge-1")["cancel_requested"] is True
