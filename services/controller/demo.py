@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from services.controller.test_message import MessageCheckError, send
 from shared.settings import REPO_ROOT, CommonSettings, default_model_dir
 
 SAMPLES = [REPO_ROOT / "samples/camel/ai_society", REPO_ROOT / "samples/camel/physics"]
@@ -156,28 +157,17 @@ def deploy(client: httpx.Client, name: str, say: Say) -> dict[str, Any]:
 
 
 def chat(client: httpx.Client, name: str, message: str, say: Say) -> str:
-    say(f"[5/5] asking {name}: {message}")
+    """Through ``test_message``, as a user checks a deployment: controller -> worker stream."""
+    say(f"[5/5] asking {name} through test_message")
     deadline = time.monotonic() + 60
     while name not in _check(client.post("/list_models"), "listing models")["models"]:
         if time.monotonic() > deadline:
             raise DemoError(f"{name} never appeared in /list_models")
         time.sleep(1.0)
-    reply = _check(
-        client.post(
-            "/v1/chat/completions",
-            json={
-                "model": name,
-                "messages": [{"role": "user", "content": message}],
-                "max_tokens": 64,
-                "temperature": 0,
-            },
-            timeout=120,
-        ),
-        "chatting",
-    )
-    text = reply["choices"][0]["message"]["content"]
-    say(f"      {name}: {text}")
-    return text
+    try:
+        return send(str(client.base_url).rstrip("/"), None, name, message, 0.0, 64)
+    except MessageCheckError as exc:
+        raise DemoError(f"chatting: {exc}") from exc
 
 
 def run_demo(
