@@ -195,5 +195,8 @@ def build_chat_tab(
         )
     reset_outputs = [state, chatbot, textbox, *buttons]
     clear.click(clear_history, None, reset_outputs, api_visibility="private")
-    model.change(clear_history, None, reset_outputs, api_visibility="private")
+    # ``input``, not ``change``: only the user's own switch clears. ``change`` also fires when
+    # the page load or the model-list refresh sets the dropdown, which would wipe a chat that
+    # is already under way.
+    model.input(clear_history, None, reset_outputs, api_visibility="private")
     return ChatTab(model=model, state=state, chatbot=chatbot, textbox=textbox)

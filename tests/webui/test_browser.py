@@ -287,6 +287,19 @@ def test_chat_streams_regenerates_and_votes(page: Any, browser_stack: BrowserSta
     assert _bot_messages(page).count() == 0
 
 
+def test_a_model_list_refresh_keeps_the_conversation(
+    page: Any, browser_stack: BrowserStack
+) -> None:
+    """The dropdown is refreshed every few seconds; only the user's own switch clears."""
+    _open(page, browser_stack.webui)
+    _set_max_tokens(page, 8)
+    _send(page, "Hello again")
+    page.wait_for_function("() => !document.querySelector('#upvote').disabled")
+    page.wait_for_timeout(6_000)  # past the first tick of the model-list timer (5 s)
+    assert _bot_messages(page).count() == 1
+    assert "Hello again" in page.locator("#chatbot").inner_text()
+
+
 def test_model_without_worker_is_named_in_plain_words(
     page: Any, browser_stack: BrowserStack
 ) -> None:
