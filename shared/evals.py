@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.redis_keys import RedisKeys
 
 EVAL_KIND = "eval"
-EvalStatus = Literal["queued", "running", "succeeded", "failed"]
-TERMINAL_EVAL_STATUSES = ("succeeded", "failed")
+EvalStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_EVAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 LEADERBOARD = "leaderboard"
 

@@ -18,7 +18,14 @@ from pydantic import ValidationError
 
 from services.controller.openai_errors import OpenAIError
 from shared.celery_app import EVAL_QUEUE, EVAL_RUN_TASK
-from shared.evals import EvalRequest, new_eval_id, new_eval_record, resolve_model, side_by_side
+from shared.evals import (
+    TERMINAL_EVAL_STATUSES,
+    EvalRequest,
+    new_eval_id,
+    new_eval_record,
+    resolve_model,
+    side_by_side,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +109,13 @@ def get_eval(eval_id: str, request: Request) -> dict:
             404, f"No evaluation {eval_id!r}.", param="eval_id", code="evaluation_not_found"
         )
     return record
+
+
+@router.post("/{eval_id}/cancel")
+def cancel_eval(eval_id: str, request: Request) -> dict:
+    """A running evaluation stops before its next task; a queued one never starts."""
+    store = request.app.state.evals
+    record = get_eval(eval_id, request)
+    if record["status"] in TERMINAL_EVAL_STATUSES:
+        return record
+    return store.update(eval_id, cancel_requested=True) or record

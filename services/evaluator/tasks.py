@@ -57,6 +57,15 @@ def _failed(ctx: EvalContext, eval_id: str, code: str, message: str) -> dict[str
     )
 
 
+class EvalCancelled(Exception):
+    """The evaluation's cancel flag was seen between two tasks."""
+
+
+def _cancelled(ctx: EvalContext, eval_id: str) -> dict[str, Any] | None:
+    log.info("event=eval_cancelled id=%s", eval_id)
+    return ctx.evals.update(eval_id, status="cancelled", finished_at=int(time.time()))
+
+
 def run_eval(eval_id: str, ctx: EvalContext) -> dict[str, Any] | None:
     record = ctx.evals.get(eval_id)
     if record is None:
@@ -64,10 +73,15 @@ def run_eval(eval_id: str, ctx: EvalContext) -> dict[str, Any] | None:
         return None
     if record["status"] in TERMINAL_EVAL_STATUSES:
         return record
+    if record.get("cancel_requested"):
+        return _cancelled(ctx, eval_id)
     ctx.evals.update(eval_id, status="running", started_at=int(time.time()))
     log.info("event=eval_started id=%s model=%s", eval_id, record["model"])
 
     def progress(state: dict[str, Any]) -> None:
+        """Called before each task: the place to notice a cancel."""
+        if (ctx.evals.get(eval_id) or {}).get("cancel_requested"):
+            raise EvalCancelled
         ctx.evals.update(
             eval_id,
             progress={k: state[k] for k in ("completed_tasks", "total_tasks", "current_task")},
@@ -76,6 +90,8 @@ def run_eval(eval_id: str, ctx: EvalContext) -> dict[str, Any] | None:
 
     try:
         table, raw = run_plan(plan_for(record, ctx.settings), progress)
+    except EvalCancelled:
+        return _cancelled(ctx, eval_id)
     except EvalError as exc:
         log.warning("event=eval_failed id=%s error=%s", eval_id, exc)
         return _failed(ctx, eval_id, "eval_failed", str(exc))
