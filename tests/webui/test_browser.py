@@ -216,10 +216,26 @@ def _enabled(page: Any, elem_id: str) -> bool:
 
 
 def _set_max_tokens(page: Any, value: int) -> None:
+    """Open the parameters and set the slider's number box, until the value sticks.
+
+    The slider mounts when the accordion opens; a value typed while it mounts can be reset to
+    the default (seen on a loaded CI machine), so check it after a moment and type it again.
+    """
     page.get_by_text("Parameters").click()
     box = page.locator("#max-tokens input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
+    box.wait_for()
+    stuck = 0
+    for _ in range(20):
+        if box.input_value() != str(value):
+            stuck = 0
+            box.fill(str(value))
+            box.press("Enter")
+        else:
+            stuck += 1
+            if stuck == 2:  # still there half a second later
+                return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"max tokens stayed at {box.input_value()}, not {value}")
 
 
 def _watch_chatbot(page: Any) -> None:
