@@ -77,15 +77,31 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
 
 
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    prefix = f"test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
+def _delete_prefix(client: redis.Redis, prefix: str) -> None:
     keys = list(client.scan_iter(match=f"{prefix}*", count=500))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def _swept_prefixes(redis_url: str) -> Iterator[list[str]]:
+    """Every prefix handed out, deleted again when the session ends: a process stopped after
+    its test's own clean-up (a worker's last heartbeat, a Celery worker's bookkeeping) can still
+    write a key or two under it."""
+    prefixes: list[str] = []
+    yield prefixes
+    client = redis.Redis.from_url(redis_url)
+    for prefix in prefixes:
+        _delete_prefix(client, prefix)
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str, _swept_prefixes: list[str]) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    _swept_prefixes.append(prefix)
+    yield prefix
+    _delete_prefix(redis.Redis.from_url(redis_url), prefix)
 
 
 @pytest.fixture(scope="session")
