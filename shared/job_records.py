@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from shared.redis_keys import RedisKeys
 
@@ -25,6 +26,18 @@ class RecordStore:
         self._redis = client
         self._keys = keys
         self._kind = kind
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._redis
+
+    @property
+    def keys(self) -> RedisKeys:
+        return self._keys
+
+    @property
+    def kind(self) -> str:
+        return self._kind
 
     def _key(self, record_id: str) -> str:
         return self._keys.record(self._kind, record_id)
@@ -50,22 +63,44 @@ class RecordStore:
         return self.update_if(record_id, lambda _: True, **fields)
 
     def update_if(
-        self, record_id: str, condition: Callable[[dict[str, Any]], bool], **fields: Any
+        self,
+        record_id: str,
+        condition: Callable[[dict[str, Any]], bool],
+        *,
+        also: Callable[[Pipeline], Any] | None = None,
+        **fields: Any,
     ) -> dict[str, Any] | None:
         """``update`` only when ``condition(current record)`` holds, in the same transaction;
         None when there is no record or the condition is false (e.g. two claimers race)."""
+        return self.change(record_id, lambda record: fields if condition(record) else None, also)
+
+    def change(
+        self,
+        record_id: str,
+        fields_for: Callable[[dict[str, Any]], dict[str, Any] | None],
+        also: Callable[[Pipeline], Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Merge ``fields_for(current record)`` into the record in one transaction (WATCH,
+        retried if another writer changed it in between); None leaves the record alone.
+
+        ``also`` adds commands to the same MULTI (an index kept in step with the record).
+        """
         key = self._key(record_id)
         with self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(key)
                     raw = pipe.get(key)
-                    if raw is None or not condition(json.loads(raw)):
+                    current = json.loads(raw) if raw is not None else None
+                    fields = fields_for(current) if current is not None else None
+                    if current is None or fields is None:
                         pipe.unwatch()
                         return None
-                    record = {**json.loads(raw), **fields}
+                    record = {**current, **fields}
                     pipe.multi()
                     pipe.set(key, json.dumps(record))
+                    if also is not None:
+                        also(pipe)
                     pipe.execute()
                     return record
                 except redis.WatchError:

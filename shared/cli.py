@@ -1,0 +1,92 @@
+"""Command lines derived from the settings classes: one place for every default and help text.
+
+Each service's ``__main__`` names the settings sections it reads; every field becomes a flag
+(``--kebab-case`` of the field name; other spellings, such as FastChat's, as ``aliases``), with the
+field's ``description`` as help. Flags win over the environment, which wins over the class
+defaults; a bad value is a usage error naming the flag.
+
+Aliases are rewritten in ``argv`` rather than declared on the fields: a pydantic alias would also
+rename the field's environment variable and drop its prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, CliSettingsSource
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsParser:
+    """An ``argparse`` parser holding the flags of several settings sections.
+
+    Extra, non-settings flags (a positional, a one-off switch) can be added to ``parser`` before
+    ``parse`` is called; they come back in the namespace.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *sections: type[BaseSettings],
+        aliases: Mapping[str, str] | None = None,
+        prog: str | None = None,
+    ) -> None:
+        self.aliases = dict(aliases or {})
+        epilog = (
+            "other spellings: " + ", ".join(f"{a} = {f}" for a, f in self.aliases.items())
+            if self.aliases
+            else None
+        )
+        self.parser = argparse.ArgumentParser(description=description, prog=prog, epilog=epilog)
+        self._sections = sections
+        self._sources: dict[type[BaseSettings], CliSettingsSource[Any]] = {}
+        for section in sections:
+            self._sources[section] = CliSettingsSource(
+                section,
+                root_parser=self.parser,
+                cli_kebab_case=True,
+                cli_implicit_flags=True,
+                cli_enforce_required=False,
+                cli_hide_none_type=True,
+                cli_avoid_json=True,
+            )
+        self.namespace: argparse.Namespace | None = None
+
+    def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        args = list(sys.argv[1:] if argv is None else argv)
+        self.namespace = self.parser.parse_args([self._canonical(arg) for arg in args])
+        return self.namespace
+
+    def _canonical(self, arg: str) -> str:
+        flag, sep, value = arg.partition("=")
+        return f"{self.aliases[flag]}{sep}{value}" if flag in self.aliases else arg
+
+    def settings(self, section: type[S]) -> S:
+        """The section as the environment and the parsed flags set it."""
+        if self.namespace is None:
+            self.parse()
+        source = self._sources[section](parsed_args=self.namespace)
+        try:
+            return section(_cli_settings_source=source)  # type: ignore[call-arg]
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}" for err in exc.errors()
+            )
+            self.parser.error(problems)
+
+
+def parse_settings(
+    description: str,
+    *sections: type[BaseSettings],
+    argv: Sequence[str] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> tuple[BaseSettings, ...]:
+    """Parse ``argv`` into one instance per section, in the order given."""
+    cli = SettingsParser(description, *sections, aliases=aliases)
+    cli.parse(argv)
+    return tuple(cli.settings(section) for section in sections)
