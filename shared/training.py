@@ -140,3 +140,16 @@ def new_job_record(job_id: str, request: FineTuneRequest, output_dir: str) -> di
         "request": request.model_dump(),
         "cancel_requested": False,
     }
+
+
+def job_event(
+    message: str, level: str = "info", kind: str = "message", data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A ``fine_tuning.job.event`` as OpenAI shapes it (``EventLog`` adds id and time)."""
+    return {
+        "object": "fine_tuning.job.event",
+        "level": level,
+        "type": kind,
+        "message": message,
+        "data": data,
+    }
