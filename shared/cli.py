@@ -12,6 +12,7 @@ rename the field's environment variable and drop its prefix.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -78,6 +79,17 @@ class SettingsParser:
                 f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}" for err in exc.errors()
             )
             self.parser.error(problems)
+
+    def export(self, section: type[BaseSettings]) -> None:
+        """Put the section's flags given on the command line into the environment, so that code
+        reading the settings later (a Celery task, a child process) sees what the flags said."""
+        given = vars(self.namespace or argparse.Namespace())
+        prefix = section.model_config.get("env_prefix") or ""
+        values = self.settings(section)
+        for name in section.model_fields:
+            if name in given:
+                value = getattr(values, name)
+                os.environ[f"{prefix}{name}".upper()] = "" if value is None else str(value)
 
 
 def parse_settings(

@@ -128,10 +128,8 @@ def new_merge_record(merge_id: str, request: MergeRequest, name: str) -> dict[st
     }
 
 
-def queue_merge(
-    celery_app: Any, store: Any, request: MergeRequest, *, jobs: Any = None
-) -> dict[str, Any]:
-    """Record the merge (status ``queued``) and send ``merge.run`` to the merger.
+def record_merge(store: Any, request: MergeRequest, *, jobs: Any = None) -> dict[str, Any]:
+    """Record the merge (status ``queued``) without sending it yet.
 
     ``store`` is the merges ``RecordStore``; ``jobs`` (the fine-tuning jobs store), when given,
     names the merged model after the job it comes from if the request names none.
@@ -143,10 +141,23 @@ def queue_merge(
         name = default_merge_name(request, job)
     record = new_merge_record(new_merge_id(), request, name)
     store.create(record)
+    return record
+
+
+def send_merge(celery_app: Any, store: Any, record: dict[str, Any]) -> None:
+    """Send ``merge.run`` for a recorded merge to the merger."""
     try:
         celery_app.send_task(MERGE_TASK, args=[record["id"]], queue=MERGE_QUEUE)
     except Exception as exc:  # broker down: no merger will ever see it, so say so on the record
         error = {"code": "queue_unavailable", "message": f"could not queue the merge: {exc!r}"}
         store.update(record["id"], status="failed", error=error, finished_at=int(time.time()))
         raise
+
+
+def queue_merge(
+    celery_app: Any, store: Any, request: MergeRequest, *, jobs: Any = None
+) -> dict[str, Any]:
+    """Record the merge and send it to the merger (``record_merge`` then ``send_merge``)."""
+    record = record_merge(store, request, jobs=jobs)
+    send_merge(celery_app, store, record)
     return record

@@ -23,23 +23,37 @@ class _Section(BaseSettings):
 
 
 class CommonSettings(_Section):
-    """Settings every service shares."""
+    """Settings every service shares (environment variables without a prefix: ``REDIS_URL`` ...)."""
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL")
-    redis_key_prefix: str = Field("camelchat:", alias="REDIS_KEY_PREFIX")
-    controller_address: str = Field("http://127.0.0.1:21001", alias="CONTROLLER_ADDRESS")
-    log_dir: Path = Field(REPO_ROOT / "logs", alias="LOG_DIR")
-    log_level: str = Field("INFO", alias="LOG_LEVEL")
-    models_dir: Path = Field(REPO_ROOT / "models", alias="MODELS_DIR")
-    # Where built datasets live (one folder per dataset id); shared by controller and ingestor.
-    datasets_dir: Path = Field(REPO_ROOT / "datasets", alias="DATASETS_DIR")
-    # Celery broker and result backend; empty: REDIS_URL.
-    celery_broker_url: str = Field("", alias="CELERY_BROKER_URL")
-    # Seconds before a job whose worker died is delivered again (jobs running longer are
-    # protected from double execution by their lease).
-    celery_visibility_timeout: float = Field(3600.0, alias="CELERY_VISIBILITY_TIMEOUT")
-    # Where fine-tuning jobs write checkpoints and results (one folder per job id).
-    jobs_dir: Path = Field(REPO_ROOT / "checkpoints", alias="JOBS_DIR")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = Field("camelchat:", description="every Redis key starts with it")
+    controller_address: str = "http://127.0.0.1:21001"
+    log_dir: Path = REPO_ROOT / "logs"
+    log_level: str = "INFO"
+    models_dir: Path = Field(REPO_ROOT / "models", description="published and served models")
+    datasets_dir: Path = Field(
+        REPO_ROOT / "datasets", description="built datasets, one folder per dataset id"
+    )
+    celery_broker_url: str = Field("", description="Celery broker and results; empty: REDIS_URL")
+    celery_visibility_timeout: float = Field(
+        3600.0,
+        description="seconds before Celery delivers an unacknowledged job again (a job whose "
+        "runner died is sent again sooner, once its lease runs out)",
+    )
+    jobs_dir: Path = Field(
+        REPO_ROOT / "checkpoints", description="fine-tuning jobs' checkpoints and results"
+    )
+    job_lease_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="a running job holds its record this long, renewed every third of it",
+    )
+    job_cancel_poll_seconds: float = Field(
+        1.0, gt=0, description="seconds between a running job's looks at its cancel flag"
+    )
+    job_orphan_scan_seconds: float = Field(
+        5.0, gt=0, description="seconds between looks for jobs whose runner died"
+    )
 
     @property
     def broker_url(self) -> str:
@@ -204,13 +218,17 @@ class EvaluatorSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class TrainerSettings(_Section):
+    """Trainer service (``TRAINER_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINER_", extra="ignore")
+
+    gpus: int | None = Field(
+        None, ge=0, description="GPUs this trainer offers to jobs; empty: the GPUs torch sees"
+    )
+
+
 class MergerSettings(_Section):
     """LoRA merger service (``MERGER_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="MERGER_", extra="ignore")
-
-    # A running merge holds its record for this long, renewed every third of it; a copy of the
-    # task delivered again while the holder lives leaves the merge alone.
-    lease_seconds: float = 30.0
-    # Seconds between the running merge's looks at its record's cancel flag.
-    cancel_poll_seconds: float = 1.0

@@ -1,7 +1,8 @@
 """Celery side of the evaluator: ``eval.run`` on queue ``eval``.
 
-The task is a thin wrapper around ``run_eval``, a plain function the tests call directly. A
-re-delivered job (its worker died) simply runs again from the start.
+The task is a thin wrapper around ``run_eval``, a plain function the tests call directly; the
+claim, lease, cancel and redelivery rules are the shared job runner's (``shared/jobs``). An
+evaluation taken over from a runner that died runs again from its first task.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import time
 from typing import Any
 
 from services.evaluator.harness import EvalError, EvalPlan, run_plan
-from shared.celery_app import EVAL_RUN_TASK, make_celery
-from shared.evals import EVAL_KIND, TERMINAL_EVAL_STATUSES, EvalRequest, ResultsBoard
-from shared.job_records import RecordStore
-from shared.redis_client import sync_redis
-from shared.redis_keys import RedisKeys
+from shared.celery_app import EVAL_QUEUE, EVAL_RUN_TASK, make_celery
+from shared.evals import EvalRequest
+from shared.jobs import Finished, JobFailed, JobRun, runner_identity
+from shared.jobs.service import runner_for, watch_orphans_when_ready
 from shared.settings import CommonSettings, EvaluatorSettings
+from shared.stores import Stores
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,10 @@ class EvalContext:
     """The stores and settings an evaluation run needs."""
 
     def __init__(self, common: CommonSettings, settings: EvaluatorSettings) -> None:
-        client = sync_redis(common.redis_url)
-        keys = RedisKeys(common.redis_key_prefix)
-        self.evals = RecordStore(client, keys, EVAL_KIND)
-        self.board = ResultsBoard(client, keys)
+        stores = Stores.connect(common)
+        self.common = common
+        self.evals = stores.evals
+        self.board = stores.eval_results
         self.settings = settings
 
 
@@ -48,70 +49,47 @@ def plan_for(record: dict[str, Any], settings: EvaluatorSettings) -> EvalPlan:
     )
 
 
-def _failed(ctx: EvalContext, eval_id: str, code: str, message: str) -> dict[str, Any] | None:
-    return ctx.evals.update(
-        eval_id,
-        status="failed",
-        finished_at=int(time.time()),
-        error={"code": code, "message": message, "param": None},
-    )
-
-
-class EvalCancelled(Exception):
-    """The evaluation's cancel flag was seen between two tasks."""
-
-
-def _cancelled(ctx: EvalContext, eval_id: str) -> dict[str, Any] | None:
-    log.info("event=eval_cancelled id=%s", eval_id)
-    return ctx.evals.update(eval_id, status="cancelled", finished_at=int(time.time()))
-
-
-def run_eval(eval_id: str, ctx: EvalContext) -> dict[str, Any] | None:
-    record = ctx.evals.get(eval_id)
-    if record is None:
-        log.error("event=eval_missing id=%s", eval_id)
-        return None
-    if record["status"] in TERMINAL_EVAL_STATUSES:
-        return record
-    if record.get("cancel_requested"):
-        return _cancelled(ctx, eval_id)
-    ctx.evals.update(eval_id, status="running", started_at=int(time.time()))
-    log.info("event=eval_started id=%s model=%s", eval_id, record["model"])
+def evaluate(run: JobRun, ctx: EvalContext) -> Finished:
+    """The evaluator's work: the plan's tasks one by one, progress on the record between them."""
+    record = run.record
+    log.info("event=eval_started id=%s model=%s", run.id, record["model"])
 
     def progress(state: dict[str, Any]) -> None:
         """Called before each task: the place to notice a cancel."""
-        if (ctx.evals.get(eval_id) or {}).get("cancel_requested"):
-            raise EvalCancelled
-        ctx.evals.update(
-            eval_id,
+        run.raise_if_stopped()
+        run.update(
             progress={k: state[k] for k in ("completed_tasks", "total_tasks", "current_task")},
             partial_results=state["partial"],
         )
 
     try:
         table, raw = run_plan(plan_for(record, ctx.settings), progress)
-    except EvalCancelled:
-        return _cancelled(ctx, eval_id)
     except EvalError as exc:
-        log.warning("event=eval_failed id=%s error=%s", eval_id, exc)
-        return _failed(ctx, eval_id, "eval_failed", str(exc))
-    except Exception as exc:
-        log.exception("event=eval_crashed id=%s", eval_id)
-        return _failed(ctx, eval_id, "internal_error", f"{type(exc).__name__}: {exc}")
-    output = ctx.settings.output_dir / f"{eval_id}.json"
+        raise JobFailed(str(exc), "eval_failed") from exc
+    output = ctx.settings.output_dir / f"{run.id}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(raw, indent=2, default=str))
     finished = int(time.time())
-    ctx.board.put(record["model"], {"eval_id": eval_id, "finished_at": finished, "results": table})
-    log.info("event=eval_succeeded id=%s tasks=%d", eval_id, len(table["tasks"]))
-    return ctx.evals.update(
-        eval_id,
-        status="succeeded",
-        finished_at=finished,
-        results=table,
-        partial_results=None,
-        output_file=str(output),
-    )
+    ctx.board.put(record["model"], {"eval_id": run.id, "finished_at": finished, "results": table})
+    log.info("event=eval_succeeded id=%s tasks=%d", run.id, len(table["tasks"]))
+    return Finished({"results": table, "partial_results": None, "output_file": str(output)})
+
+
+def run_eval(eval_id: str, ctx: EvalContext, owner: str = "") -> dict[str, Any] | None:
+    runner = runner_for(ctx.evals, owner or runner_identity("evaluator"), ctx.common)
+    return runner.run(eval_id, lambda run: evaluate(run, ctx))
+
+
+def _orphan_watch() -> tuple[Any, Any, Any]:
+    ctx = EvalContext(CommonSettings(), EvaluatorSettings())
+
+    def send(record: dict[str, Any]) -> None:
+        app.send_task(EVAL_RUN_TASK, args=[record["id"]], queue=EVAL_QUEUE)
+
+    return ctx.evals, send, None
+
+
+watch_orphans_when_ready(app, _orphan_watch)
 
 
 @app.task(name=EVAL_RUN_TASK, acks_late=True, reject_on_worker_lost=True)

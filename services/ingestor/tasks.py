@@ -1,6 +1,7 @@
 """Celery side of the ingestor: the ``ingest.build_dataset`` task on queue ``ingest``.
 
-The task is a thin wrapper around ``build_dataset``, a plain function the tests call directly.
+The task is a thin wrapper around ``build_dataset``, a plain function the tests call directly;
+the claim, lease, cancel and redelivery rules are the shared job runner's (``shared/jobs``).
 """
 
 from __future__ import annotations
@@ -11,29 +12,25 @@ from pathlib import Path
 from typing import Any
 
 from services.ingestor.pipeline import IngestError, IngestSpec, run_pipeline
-from shared.celery_app import BUILD_DATASET_TASK, make_celery
-from shared.datasets import DATASET_KIND, TERMINAL_STATUSES, DatasetSpec
+from shared.celery_app import BUILD_DATASET_TASK, INGEST_QUEUE, make_celery
+from shared.datasets import DatasetSpec
 from shared.job_records import RecordStore
-from shared.redis_client import sync_redis
-from shared.redis_keys import RedisKeys
+from shared.jobs import Finished, JobFailed, JobRun, runner_identity
+from shared.jobs.service import runner_for, watch_orphans_when_ready
 from shared.settings import CommonSettings, default_model_dir
+from shared.stores import Stores
 
 log = logging.getLogger(__name__)
 
 app = make_celery("ingestor")
 
 
-class Cancelled(Exception):
-    """Raised from the progress callback when a cancel was requested."""
-
-
 class ProgressReporter:
     """Writes stage progress to the record, at most every ``interval`` seconds per stage, and
-    stops the build when someone asked to cancel it."""
+    stops the build at the next report after someone asked to cancel it."""
 
-    def __init__(self, store: RecordStore, dataset_id: str, interval: float = 0.5) -> None:
-        self._store = store
-        self._id = dataset_id
+    def __init__(self, run: JobRun, interval: float = 0.5) -> None:
+        self._run = run
         self._interval = interval
         self._progress: dict[str, dict[str, Any]] = {}
         self._last_write = 0.0
@@ -46,24 +43,12 @@ class ProgressReporter:
         if stage == self._last_stage and not finished and now - self._last_write < self._interval:
             return
         self._last_stage, self._last_write = stage, now
-        record = self._store.update(self._id, progress=self._progress)
-        if record is not None and record.get("cancel_requested"):
-            raise Cancelled()
+        self._run.update(progress=self._progress)
+        self._run.raise_if_stopped()
 
 
-def build_dataset(dataset_id: str, store: RecordStore) -> dict[str, Any] | None:
-    """Run one dataset build recorded under ``dataset_id``; the record tells how it ended."""
-    record = store.get(dataset_id)
-    if record is None:
-        log.error("event=dataset_missing id=%s", dataset_id)
-        return None
-    if record["status"] in TERMINAL_STATUSES:
-        return record  # a redelivered task for a finished build
-    if record.get("cancel_requested"):
-        return store.update(dataset_id, status="cancelled", finished_at=int(time.time()))
-    store.update(dataset_id, status="running", started_at=int(time.time()))
-    spec = DatasetSpec.model_validate(record["spec"])
-    ingest = IngestSpec(
+def ingest_spec(spec: DatasetSpec) -> IngestSpec:
+    return IngestSpec(
         sources=spec.sources,
         tokenizer_path=spec.tokenizer or str(default_model_dir()),
         max_length=spec.max_length,
@@ -72,45 +57,46 @@ def build_dataset(dataset_id: str, store: RecordStore) -> dict[str, Any] | None:
         reduce_rep=spec.reduce_rep,
         seed=spec.seed,
     )
-    log.info("event=dataset_build_started id=%s sources=%s", dataset_id, spec.sources)
+
+
+def build(run: JobRun) -> Finished:
+    """The ingestor's work: run the pipeline into the dataset's folder (from the start again
+    when taken over from a runner that died)."""
+    spec = DatasetSpec.model_validate(run.record["spec"])
+    log.info("event=dataset_build_started id=%s sources=%s", run.id, spec.sources)
     try:
-        manifest = run_pipeline(ingest, Path(record["path"]), ProgressReporter(store, dataset_id))
-    except Cancelled:
-        log.info("event=dataset_build_cancelled id=%s", dataset_id)
-        return store.update(dataset_id, status="cancelled", finished_at=int(time.time()))
-    except (ValueError, IngestError) as exc:
-        log.warning("event=dataset_build_rejected id=%s error=%s", dataset_id, exc)
-        return store.update(
-            dataset_id,
-            status="failed",
-            error={
-                "message": str(exc),
-                "param": "sources" if isinstance(exc, ValueError) else None,
-            },
-            finished_at=int(time.time()),
-        )
-    except Exception as exc:
-        log.exception("event=dataset_build_failed id=%s", dataset_id)
-        return store.update(
-            dataset_id,
-            status="failed",
-            error={"message": f"{type(exc).__name__}: {exc}", "param": None},
-            finished_at=int(time.time()),
-        )
-    log.info("event=dataset_build_succeeded id=%s", dataset_id)
-    return store.update(
-        dataset_id, status="succeeded", manifest=manifest, finished_at=int(time.time())
-    )
+        manifest = run_pipeline(ingest_spec(spec), Path(run.record["path"]), ProgressReporter(run))
+    except ValueError as exc:
+        raise JobFailed(str(exc), "invalid_sources", "sources") from exc
+    except IngestError as exc:
+        raise JobFailed(str(exc), "ingest_failed") from exc
+    return Finished({"manifest": manifest})
+
+
+def build_dataset(
+    dataset_id: str, store: RecordStore, common: CommonSettings | None = None, owner: str = ""
+) -> dict[str, Any] | None:
+    """Run one dataset build recorded under ``dataset_id``; the record tells how it ended."""
+    common = common or CommonSettings()
+    runner = runner_for(store, owner or runner_identity("ingestor"), common, label="Dataset build")
+    return runner.run(dataset_id, build)
 
 
 def dataset_store(common: CommonSettings | None = None) -> RecordStore:
-    common = common or CommonSettings()
-    return RecordStore(
-        sync_redis(common.redis_url), RedisKeys(common.redis_key_prefix), DATASET_KIND
-    )
+    return Stores.connect(common or CommonSettings()).datasets
 
 
-@app.task(name=BUILD_DATASET_TASK)
+def _orphan_watch() -> tuple[Any, Any, Any]:
+    def send(record: dict[str, Any]) -> None:
+        app.send_task(BUILD_DATASET_TASK, args=[record["id"]], queue=INGEST_QUEUE)
+
+    return dataset_store(), send, None
+
+
+watch_orphans_when_ready(app, _orphan_watch)
+
+
+@app.task(name=BUILD_DATASET_TASK, acks_late=True, reject_on_worker_lost=True)
 def build_dataset_task(dataset_id: str) -> str:
     record = build_dataset(dataset_id, dataset_store())
     return record["status"] if record else "missing"

@@ -7,36 +7,34 @@ It consumes queue ``train`` and, on a node with N GPUs, ``train-gpu-1`` ... ``tr
 
 from __future__ import annotations
 
-import argparse
-
 from shared.celery_app import run_worker, train_queue
+from shared.cli import SettingsParser
 from shared.logging_setup import configure_logging
+from shared.settings import CommonSettings, TrainerSettings
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gpus", type=int, default=None, help="default: the GPUs torch sees")
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument(
-        "--orphan-scan-interval",
-        type=float,
-        default=60.0,
-        help="seconds between looks for running jobs whose worker is gone",
+    cli = SettingsParser(
+        __doc__.split("\n\n")[0],
+        CommonSettings,
+        TrainerSettings,
+        aliases={"--orphan-scan-interval": "--job-orphan-scan-seconds"},
+        prog="python -m services.trainer",
     )
-    args = parser.parse_args(argv)
-    configure_logging("trainer", args.log_level)
-    gpus = args.gpus
+    cli.parse(argv)
+    cli.export(CommonSettings)
+    common, settings = cli.settings(CommonSettings), cli.settings(TrainerSettings)
+    configure_logging("trainer", common.log_level)
+    gpus = settings.gpus
     if gpus is None:
         import torch
 
         gpus = torch.cuda.device_count()
     queues = [train_queue(n) for n in range(gpus + 1)]
 
-    from services.trainer.tasks import app, watch_for_orphaned_jobs
-    from shared.settings import CommonSettings
+    from services.trainer.tasks import app
 
-    watch_for_orphaned_jobs(CommonSettings(), args.orphan_scan_interval)
-    run_worker(app, queues, "trainer", args.log_level)
+    run_worker(app, queues, "trainer", common.log_level)
 
 
 if __name__ == "__main__":

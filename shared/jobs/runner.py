@@ -53,6 +53,9 @@ class HandedOff:
 
     to: str
     fields: dict[str, Any] = field(default_factory=dict)
+    # Runs once the record says where the job went (send the next stage's message only then, so
+    # that stage never sees a record that does not name it yet).
+    then: Callable[[], None] | None = None
 
 
 Outcome = Finished | HandedOff
@@ -126,8 +129,10 @@ class JobRunner:
         cancel_poll_seconds: float = 1.0,
         notify: Callable[[str, str, str], None] | None = None,
         on_terminal: Callable[[dict[str, Any]], None] | None = None,
+        label: str = "Job",
     ) -> None:
         self.store = store
+        self.label = label
         self.owner = owner
         self._index = lease_index_key(store)
         self.lease_seconds = lease_seconds
@@ -223,13 +228,13 @@ class JobRunner:
     def _execute(self, run: JobRun, work: Callable[[JobRun], Outcome]) -> dict[str, Any] | None:
         kind = self.store.kind
         if run.cancel_requested():
-            self.notify(run.id, "Cancelled before it started.")
+            self.notify(run.id, f"{self.label} cancelled before it started.")
             return self._finish(run, "cancelled", {})
         self.notify(
             run.id,
-            "Resumed by a new runner after the previous one stopped."
+            f"{self.label} resumed by a new runner after the previous one stopped."
             if run.resumed
-            else f"Started on {self.owner}.",
+            else f"{self.label} started on {self.owner}.",
         )
         log.info(
             "event=job_started kind=%s id=%s owner=%s resumed=%s",
@@ -243,7 +248,7 @@ class JobRunner:
         except JobCancelled:
             if run.lease_lost.is_set() and not run.cancel_requested():
                 return self.store.get(run.id)  # someone else runs it now
-            self.notify(run.id, "Cancelled.")
+            self.notify(run.id, f"{self.label} cancelled.")
             return self._finish(run, "cancelled", {})
         except JobFailed as exc:
             log.warning(
@@ -298,8 +303,13 @@ class JobRunner:
             **self._release_fields(),
             **outcome.fields,
         )
+        if record is None:
+            log.error("event=job_hand_off_refused kind=%s id=%s", self.store.kind, run.id)
+            return self.store.get(run.id)
         log.info("event=job_handed_off kind=%s id=%s to=%s", self.store.kind, run.id, outcome.to)
-        return record if record is not None else self.store.get(run.id)
+        if outcome.then is not None:
+            outcome.then()
+        return record
 
     def notify(self, job_id: str, message: str, level: str = "info") -> None:
         if self._notify is not None:

@@ -21,7 +21,9 @@ def api(controller: Callable[..., str], tiny_model_dir: Path) -> str:
 
 @pytest.fixture
 def ctx(redis_url: str, redis_prefix: str, tmp_path: Path) -> EvalContext:
-    common = CommonSettings(REDIS_URL=redis_url, REDIS_KEY_PREFIX=redis_prefix)
+    common = CommonSettings(
+        redis_url=redis_url, redis_key_prefix=redis_prefix, job_cancel_poll_seconds=0.001
+    )
     return EvalContext(common, EvaluatorSettings(output_dir=tmp_path))
 
 

@@ -1,4 +1,4 @@
-"""Merges end to end: controller ``/v1/merges`` and ``queue_merge`` -> Redis -> a real merger
+"""Merges end to end: controller ``/v1/merges`` and the trainer's hand-off -> Redis -> a real merger
 Celery worker -> ``MODELS_DIR/<name>``, and the fine-tuning job a merge finishes."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import redis
 
 from shared.celery_app import make_celery
 from shared.job_records import EventLog, RecordStore
-from shared.merging import MERGE_KIND, MergeRequest, queue_merge
+from shared.merging import MERGE_KIND, MergeRequest, record_merge, send_merge
 from shared.redis_keys import RedisKeys
 from shared.settings import CommonSettings
 from shared.training import JOB_KIND
@@ -82,6 +82,15 @@ def wait_merge(api: str, merge_id: str, timeout: float = 120) -> dict:
     return record
 
 
+def hand_to_merger(stores: Stores, celery: Any, request: MergeRequest) -> dict[str, Any]:
+    """What the trainer does for a job with ``merge: true``: record the merge, name it on the
+    job (only that merge may finish the job), then send it."""
+    record = record_merge(stores.merges, request, jobs=stores.jobs)
+    stores.jobs.update(request.job_id, merge_id=record["id"], handed_off_to=record["id"])
+    send_merge(celery, stores.merges, record)
+    return record
+
+
 def test_merges_run_on_the_worker_and_finish_their_jobs(
     controller: Callable[..., str],
     service: Callable[..., ServiceProcess],
@@ -102,7 +111,7 @@ def test_merges_run_on_the_worker_and_finish_their_jobs(
     assert by_name.status_code == 201, by_name.text
     assert by_name.json()["status"] == "queued" and by_name.json()["name"] == "mine"
 
-    # The trainer's way: a job with merge: true queues the merge of its own result.
+    # The trainer's way: a job with merge: true hands its own result to a merge.
     stores.add_job("ftjob-merged", tiny_model_dir, adapter_dir)
     celery = make_celery(
         "test", CommonSettings(redis_url=env["REDIS_URL"], redis_key_prefix=env["REDIS_KEY_PREFIX"])
@@ -110,17 +119,16 @@ def test_merges_run_on_the_worker_and_finish_their_jobs(
     request = MergeRequest(
         base_model=str(tiny_model_dir), adapter="ftjob-merged", job_id="ftjob-merged"
     )
-    from_job = queue_merge(celery, stores.merges, request, jobs=stores.jobs)
+    from_job = hand_to_merger(stores, celery, request)
     assert from_job["name"] == "tiny-llama-paris"  # the job's <base>-<suffix> model name
 
     # A merge that fails (base of another size) fails its job with the reason.
     wider = make_base(tiny_model_dir, tmp_path / "wider", hidden_size=128, intermediate_size=256)
     stores.add_job("ftjob-broken", tiny_model_dir, adapter_dir)
-    broken = httpx.post(
-        f"{api}/v1/merges",
-        json={"base_model": str(wider), "adapter": str(adapter_dir), "job_id": "ftjob-broken"},
+    broken_request = MergeRequest(
+        base_model=str(wider), adapter=str(adapter_dir), job_id="ftjob-broken"
     )
-    assert broken.status_code == 201, broken.text
+    broken = hand_to_merger(stores, celery, broken_request)
 
     merged = wait_merge(api, by_name.json()["id"])
     assert merged["status"] == "succeeded", merged
@@ -135,7 +143,7 @@ def test_merges_run_on_the_worker_and_finish_their_jobs(
     assert job["merged_model_dir"] == str(models / "tiny-llama-paris") and job["finished_at"]
     assert any("Merged model tiny-llama-paris published" in m for m in stores.events(job["id"]))
 
-    failed = wait_merge(api, broken.json()["id"])
+    failed = wait_merge(api, broken["id"])
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "merge_failed"
     assert "hidden_size mismatch" in failed["error"]["message"]
@@ -145,7 +153,7 @@ def test_merges_run_on_the_worker_and_finish_their_jobs(
     assert sorted(p.name for p in models.iterdir()) == ["mine", "tiny-llama-paris"]
 
     page = httpx.get(f"{api}/v1/merges", params={"limit": 2}).json()
-    assert [r["id"] for r in page["data"]] == [broken.json()["id"], from_job["id"]]
+    assert [r["id"] for r in page["data"]] == [broken["id"], from_job["id"]]
     assert page["has_more"] is True
     rest = httpx.get(f"{api}/v1/merges", params={"after": from_job["id"]}).json()
     assert [r["id"] for r in rest["data"]] == [by_name.json()["id"]] and not rest["has_more"]

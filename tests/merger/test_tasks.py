@@ -10,23 +10,33 @@ import pytest
 from services.merger import merge as merge_module
 from services.merger.tasks import MergeContext, run_merge
 from shared.merging import MergeRequest, new_merge_record
-from shared.settings import CommonSettings, MergerSettings
+from shared.settings import CommonSettings
 
 
 @pytest.fixture
 def ctx(redis_url: str, redis_prefix: str, tmp_path: Path) -> MergeContext:
     common = CommonSettings(
-        redis_url=redis_url, redis_key_prefix=redis_prefix, models_dir=tmp_path / "models"
+        redis_url=redis_url,
+        redis_key_prefix=redis_prefix,
+        models_dir=tmp_path / "models",
+        job_cancel_poll_seconds=0.001,
     )
-    return MergeContext(common, MergerSettings(lease_seconds=30, cancel_poll_seconds=0))
+    return MergeContext(common)
 
 
 def add_merge(ctx: MergeContext, base: Path, adapter: Path, **fields: object) -> str:
+    """A merge a fine-tuning job handed its adapter to, as the trainer's ``merge: true`` does."""
     request = MergeRequest(base_model=str(base), adapter=str(adapter), job_id="ftjob-t")
     record = {**new_merge_record("merge-t", request, "merged"), **fields}
     ctx.merges.create(record)
     ctx.jobs.create(
-        {"id": "ftjob-t", "object": "fine_tuning.job", "status": "running", "model": "m"}
+        {
+            "id": "ftjob-t",
+            "object": "fine_tuning.job",
+            "status": "running",
+            "model": "m",
+            "merge_id": "merge-t",
+        }
     )
     return record["id"]
 
@@ -90,3 +100,17 @@ def test_a_redelivered_merge_that_had_published_reports_without_merging_again(
     assert record["verification"] == first["verification"]
     job = ctx.jobs.get("ftjob-t")
     assert job["status"] == "succeeded" and job["merged_model_dir"] == first["output_dir"]
+
+
+def test_a_merge_naming_a_job_that_is_not_its_own_leaves_that_job_alone(
+    ctx: MergeContext, tiny_model_dir: Path, adapter_dir: Path
+) -> None:
+    finished = {"id": "ftjob-done", "object": "fine_tuning.job", "status": "succeeded"}
+    ctx.jobs.create({**finished, "model": "m", "fine_tuned_model": "mine"})
+    request = MergeRequest(
+        base_model=str(tiny_model_dir), adapter=str(adapter_dir), job_id="ftjob-done"
+    )
+    ctx.merges.create({**new_merge_record("merge-x", request, "merged"), "cancel_requested": True})
+    assert run_merge("merge-x", ctx, "me")["status"] == "cancelled"
+    job = ctx.jobs.get("ftjob-done")
+    assert job["status"] == "succeeded" and job["fine_tuned_model"] == "mine"

@@ -74,3 +74,15 @@ def test_an_unknown_flag_is_refused(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         _parser().parse(["--bogus", "1"])
     assert "--bogus" in capsys.readouterr().err
+
+
+def test_export_puts_the_given_flags_into_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_PORT", "3")  # restored after the test
+    monkeypatch.setenv("DEMO_SEED", "1")
+    cli = _parser()
+    cli.parse(["--port", "7"])
+    cli.export(_Section)
+    import os
+
+    assert os.environ["DEMO_PORT"] == "7" and os.environ["DEMO_SEED"] == "1"
+    assert _Section().port == 7

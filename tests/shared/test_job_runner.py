@@ -135,7 +135,7 @@ def test_a_job_cancelled_before_it_started_never_runs(store: RecordStore) -> Non
     runner = JobRunner(store, "a", notify=lambda i, m, level: events.append((m, level)))
     record = runner.run(job_id, lambda run: ran.append(1) or Finished())
     assert ran == [] and record["status"] == "cancelled"
-    assert events == [("Cancelled before it started.", "info")]
+    assert events == [("Job cancelled before it started.", "info")]
 
 
 def test_failures_become_the_record_error_in_one_shape(store: RecordStore) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from services.trainer import tasks
-from services.trainer.tasks import JobContext, recover_orphaned_jobs
+from services.trainer.tasks import JobContext, resend
 from shared.celery_app import MERGE_TASK, TRAIN_JOB_TASK
+from shared.jobs.orphans import requeue_orphans
 from shared.settings import CommonSettings
 from shared.training import FineTuneRequest, new_job_record
 
@@ -28,7 +29,7 @@ class SentTasks:
 @pytest.fixture
 def ctx(redis_url: str, redis_prefix: str) -> tuple[JobContext, SentTasks]:
     sent = SentTasks()
-    common = CommonSettings(REDIS_URL=redis_url, REDIS_KEY_PREFIX=redis_prefix)
+    common = CommonSettings(redis_url=redis_url, redis_key_prefix=redis_prefix)
     return JobContext(common, celery_app=sent), sent
 
 
@@ -39,19 +40,29 @@ def make_job(ctx: JobContext, job_id: str, **fields: Any) -> dict:
     return record
 
 
-def test_running_jobs_whose_lease_expired_are_queued_again(ctx: tuple) -> None:
+def test_a_job_whose_runner_died_is_sent_again_to_a_trainer_with_its_gpus(ctx: tuple) -> None:
     context, sent = ctx
-    now = time.time()
-    make_job(context, "ftjob-orphan", status="running", lease_expires_at=now - 120)
-    make_job(context, "ftjob-alive", status="running", lease_expires_at=now + 20)
-    make_job(context, "ftjob-merging", status="running", lease_expires_at=None, merge_id="m-1")
-    make_job(context, "ftjob-done", status="succeeded", lease_expires_at=None)
-    make_job(context, "ftjob-queued", status="queued")
+    make_job(context, "ftjob-orphan", status="queued")
+    runner_died = {}
 
-    assert recover_orphaned_jobs(context, grace_seconds=30) == ["ftjob-orphan"]
+    def die(run: Any) -> None:
+        runner_died["at"] = run.record["lease_expires_at"]
+        raise KeyboardInterrupt  # the process is gone: no terminal write, the lease stays
+
+    runner = tasks.runner_for(context.jobs, "doomed", context.common)
+    runner.lease_seconds = 0.2
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("ftjob-orphan", die)
+    make_job(context, "ftjob-done", status="succeeded")
+    time.sleep(0.3)
+
+    sent_again = requeue_orphans(context.jobs, lambda r: resend(context, r), notify=context.message)
+    assert sent_again == ["ftjob-orphan"]
     assert sent.sent == [(TRAIN_JOB_TASK, ["ftjob-orphan"], "train-gpu-2")]
     events, _ = context.events.page("ftjob-orphan")
     assert "queued again" in events[0]["message"]
+    record = context.jobs.get("ftjob-orphan")
+    assert record["status"] == "running" and record["lease_owner"] is None
 
 
 def test_a_trained_merge_job_is_handed_to_the_merger_and_stays_running(
@@ -69,7 +80,7 @@ def test_a_trained_merge_job_is_handed_to_the_merger_and_stays_running(
 
     monkeypatch.setattr("services.trainer.job.run_training", fake_training)
     record = tasks.run_job("ftjob-m", context, "me")
-    assert record["status"] == "running"
+    assert record["status"] == "running" and record["handed_off_to"] == record["merge_id"]
     assert record["result_dir"] == str(final)
     merge = context.merges.get(record["merge_id"])
     assert merge["job_id"] == "ftjob-m"

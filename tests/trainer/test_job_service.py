@@ -44,7 +44,8 @@ def stack(
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": redis_prefix,
         "CELERY_VISIBILITY_TIMEOUT": "4",
-        "TRAINER_LEASE_SECONDS": "3",
+        "JOB_LEASE_SECONDS": "3",
+        "JOB_ORPHAN_SCAN_SECONDS": "1",
     }
     api = controller(env=env)
 
