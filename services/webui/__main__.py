@@ -25,7 +25,13 @@ ALIASES = {"--controller-url": "--controller-address"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[WebUISettings, CommonSettings]:
-    cli = SettingsParser("camel-chat web UI", WebUISettings, CommonSettings, aliases=ALIASES)
+    cli = SettingsParser(
+        "camel-chat web UI",
+        WebUISettings,
+        CommonSettings,
+        aliases=ALIASES,
+        prog="python -m services.webui",
+    )
     cli.parse(argv)
     return cli.settings(WebUISettings), cli.settings(CommonSettings)
 
