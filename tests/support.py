@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -151,3 +154,130 @@ class ServiceProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+# Helpers for stacks of real services that outlive one test (module or package fixtures) ---------
+
+
+def new_key_prefix() -> str:
+    """A Redis key prefix no other test uses."""
+    return f"test:{uuid.uuid4().hex[:12]}:"
+
+
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (never anything else)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+    if keys:
+        client.delete(*keys)
+
+
+@contextmanager
+def own_key_prefix(redis_url: str) -> Iterator[str]:
+    """A fresh key prefix; every key under it is deleted on exit."""
+    prefix = new_key_prefix()
+    try:
+        yield prefix
+    finally:
+        delete_keys(redis_url, prefix)
+
+
+def service_env(redis_url: str, prefix: str, root: Path) -> dict[str, str]:
+    """The environment of a whole stack: Redis keys under ``prefix``, folders in ``root``."""
+    return {
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "JOBS_DIR": str(root / "jobs"),
+        "MODELS_DIR": str(root / "models"),
+        "DATASETS_DIR": str(root / "datasets"),
+        "LOG_DIR": str(root / "logs"),
+    }
+
+
+def write_conversations(path: Path, count: int = 40) -> Path:
+    """A ShareGPT-format JSONL training file: ``count`` one-round conversations about Paris."""
+    rows = [
+        {
+            "id": str(i),
+            "conversations": [
+                {"from": "human", "value": f"What is the capital of France? ({i})"},
+                {"from": "gpt", "value": "The capital of France is Paris."},
+            ],
+        }
+        for i in range(count)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def register_worker(controller: str, worker: str, *models: str) -> None:
+    """Register any address as a worker of ``models``, without heartbeats (it never expires)."""
+    body = {
+        "worker_name": worker,
+        "check_heart_beat": False,
+        "worker_status": {"model_names": list(models)},
+    }
+    httpx.post(f"{controller}/register_worker", json=body, timeout=5).raise_for_status()
+
+
+def wait_listed(controller: str, model: str, timeout: float = 30.0) -> None:
+    """Wait until the controller's ``/list_models`` names ``model``."""
+
+    def listed() -> bool:
+        return model in httpx.post(f"{controller}/list_models", timeout=2).json()["models"]
+
+    if not wait_until(listed, timeout, 0.1):
+        raise TimeoutError(f"{model} never appeared in {controller}/list_models")
+
+
+class ProcessGroup:
+    """Service processes sharing a log folder (``<name>.log``) and an environment; leaving the
+    ``with`` block (or ``stop``) stops them, the last started first."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.env = dict(env or {})
+        self.processes: dict[str, ServiceProcess] = {}
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(
+        self, name: str, module: str, *args: str, env: dict[str, str] | None = None
+    ) -> ServiceProcess:
+        """``python -m module args`` with the group's environment updated by ``env``."""
+        log_path = self.log_dir / f"{name}.log"
+        proc = ServiceProcess(module, list(args), log_path, {**self.env, **(env or {})}).start()
+        self.processes[name] = proc
+        return proc
+
+    def start_controller(self, name: str = "controller", env: dict[str, str] | None = None) -> str:
+        """A controller on a free port, answering; returns its URL."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        self.start(name, "services.controller", "--port", str(port), env=env)
+        self.processes[name].wait_http(f"{url}/test_connection")
+        return url
+
+    def start_model_worker(
+        self, name: str, model_path: Path, model_name: str, controller: str, *, wait: bool = True
+    ) -> str:
+        """A model worker serving ``model_path`` as ``model_name``, heartbeats every 0.5 s;
+        returns its URL (``wait_http(url + "/health")`` on its process when ``wait`` is off)."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = ["--port", str(port), "--model-path", str(model_path), "--model-names", model_name]
+        args += ["--controller-address", controller, "--heart-beat-interval", "0.5"]
+        self.start(name, "services.model_worker", *args)
+        if wait:
+            self.processes[name].wait_http(f"{url}/health", timeout=120)
+        return url
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.processes.values())):
+            proc.stop()

@@ -1,71 +1,64 @@
-"""Start the web chat: ``python -m services.webui [--port 7860] [--controller-address URL] ...``."""
+"""Start the web chat: ``python -m services.webui [--port 7860] [--controller-address URL] ...``.
+
+Every flag is a setting (``WebUISettings``, ``CommonSettings``; ``--help`` lists them): a flag
+wins over its environment variable, which wins over the default.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from services.webui.app import CSS, build_demo
 from services.webui.chat_log import ChatLog
 from services.webui.controller_client import ControllerClient
 from services.webui.management_client import ManagementClient
+from shared.cli import SettingsParser
 from shared.logging_setup import configure_logging
 from shared.settings import CommonSettings, WebUISettings
 
 log = logging.getLogger(__name__)
 
+# FastChat's gradio_web_server spelling.
+ALIASES = {"--controller-url": "--controller-address"}
 
-def main(argv: list[str] | None = None) -> None:
-    common, settings = CommonSettings(), WebUISettings()
-    parser = argparse.ArgumentParser(description="camel-chat web UI")
-    parser.add_argument("--host", default=settings.host)
-    parser.add_argument("--port", type=int, default=settings.port)
-    parser.add_argument("--controller-address", default=common.controller_address)
-    parser.add_argument(
-        "--concurrency-count",
-        type=int,
-        default=settings.concurrency_count,
-        help="how many chat requests are served at the same time",
-    )
-    parser.add_argument(
-        "--model-list-mode",
-        choices=["once", "reload"],
-        default=settings.model_list_mode,
-        help="fetch the model list once at start-up, or again on every page load",
-    )
-    parser.add_argument(
-        "--conv-log-dir",
-        default=settings.conv_log_dir or str(common.log_dir),
-        help="folder of the daily conversation log <date>-conv.json",
-    )
-    parser.add_argument("--log-level", default=common.log_level)
-    args = parser.parse_args(argv)
 
-    settings = settings.model_copy(
-        update={
-            "host": args.host,
-            "port": args.port,
-            "concurrency_count": args.concurrency_count,
-            "model_list_mode": args.model_list_mode,
-        }
+def parse_args(argv: Sequence[str] | None = None) -> tuple[WebUISettings, CommonSettings]:
+    cli = SettingsParser(
+        "camel-chat web UI",
+        WebUISettings,
+        CommonSettings,
+        aliases=ALIASES,
+        prog="python -m services.webui",
     )
-    configure_logging("webui", args.log_level)
+    cli.parse(argv)
+    return cli.settings(WebUISettings), cli.settings(CommonSettings)
+
+
+def conv_log_dir(settings: WebUISettings, common: CommonSettings) -> Path:
+    """The conversation log's folder: ``--conv-log-dir``, else the common log folder."""
+    return Path(settings.conv_log_dir) if settings.conv_log_dir else common.log_dir
+
+
+def serve(settings: WebUISettings, common: CommonSettings) -> None:
+    """Build the page and serve it until interrupted."""
+    log_dir = conv_log_dir(settings, common)
     log.info(
         "event=webui_starting controller=%s host=%s port=%d model_list_mode=%s conv_log_dir=%s",
-        args.controller_address,
+        common.controller_address,
         settings.host,
         settings.port,
         settings.model_list_mode,
-        args.conv_log_dir,
+        log_dir,
     )
     with (
         ControllerClient(
-            args.controller_address, worker_timeout=settings.worker_api_timeout
+            common.controller_address, worker_timeout=settings.worker_api_timeout
         ) as client,
-        ManagementClient(args.controller_address, api_key=settings.api_key) as management,
+        ManagementClient(common.controller_address, api_key=settings.api_key) as management,
     ):
-        demo = build_demo(settings, client, management, ChatLog(Path(args.conv_log_dir)))
+        demo = build_demo(settings, client, management, ChatLog(log_dir))
         demo.launch(
             css=CSS,
             server_name=settings.host,
@@ -75,6 +68,12 @@ def main(argv: list[str] | None = None) -> None:
             ssr_mode=False,
             show_error=True,
         )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings, common = parse_args(argv)
+    configure_logging("webui", common.log_level)
+    serve(settings, common)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The conversation log: one JSON line per finished chat turn and per vote, in a daily file.
 
-Same records as the original's ``LOGDIR/YYYY-MM-DD-conv.json`` (spec §4.10), so existing
-analysis scripts keep working: ``{"tstamp", "type": "chat", "model", "gen_params", "start",
-"finish", "state", "ip"}`` and ``{"tstamp", "type": "upvote" | "downvote" | "flag", "model",
-"state", "ip"}``. Dates are UTC.
+Same records, appended to the same daily file, as the original web server's
+``LOGDIR/YYYY-MM-DD-conv.json``, so existing analysis scripts keep working: ``{"tstamp", "type":
+"chat", "model", "gen_params", "start", "finish", "state", "ip"}`` and ``{"tstamp", "type":
+"upvote" | "downvote" | "flag", "model", "state", "ip"}``. Dates are UTC.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from services.webui.chat import (
 )
 from services.webui.chat_log import ChatLog, VoteKind, chat_record, vote_record
 from services.webui.controller_client import ControllerClient
+from services.webui.page_parts import free_choice
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +47,130 @@ class ChatTab:
     textbox: gr.Textbox
 
 
+@dataclass
+class ActionButtons:
+    """Upvote, Downvote, Flag, Regenerate, Clear history: all start disabled."""
+
+    upvote: gr.Button
+    downvote: gr.Button
+    flag: gr.Button
+    regenerate: gr.Button
+    clear: gr.Button
+
+    def all(self) -> list[gr.Button]:
+        """In the order of ``button_updates``."""
+        return [self.upvote, self.downvote, self.flag, self.regenerate, self.clear]
+
+
+@dataclass
+class Sliders:
+    temperature: gr.Slider
+    top_p: gr.Slider
+    max_tokens: gr.Slider
+
+    def all(self) -> list[gr.Slider]:
+        return [self.temperature, self.top_p, self.max_tokens]
+
+
+def button_updates(b: Buttons) -> list[Any]:
+    """The five action buttons' updates, in ``ActionButtons.all()`` order."""
+    return [
+        gr.Button(interactive=b.vote),
+        gr.Button(interactive=b.vote),
+        gr.Button(interactive=b.vote),
+        gr.Button(interactive=b.regenerate),
+        gr.Button(interactive=b.clear),
+    ]
+
+
 def _client_ip(request: gr.Request | None) -> str:
     if request is None or request.client is None:
         return ""
     return request.client.host or ""
 
 
-def build_chat_tab(
-    client: ControllerClient,
-    chat_log: ChatLog,
-    models: list[str],
-    selected: str,
-) -> ChatTab:
-    """Model picker, chatbot, textbox + Send, vote/regenerate/clear, sampling parameters."""
-    gr.Markdown(TERMS)
-    state = gr.State(ChatState())
-    model = gr.Dropdown(
-        choices=models,
-        value=selected,
-        label="Model",
-        show_label=False,
-        interactive=True,
-        # The list can be stale (mode "once", workers started later): a typed name still works.
-        allow_custom_value=True,
-        elem_id="model-select",
-    )
+def _params_of(temp: float, top: float, max_new: float) -> GenerationParams:
+    return GenerationParams(float(temp), float(top), int(max_new))
+
+
+class ChatActions:
+    """The chat tab's event handlers: turns streamed to the chatbot, votes, clearing.
+
+    Every finished turn and every vote is appended to the conversation log.
+    """
+
+    def __init__(self, client: ControllerClient, chat_log: ChatLog) -> None:
+        self.client = client
+        self.chat_log = chat_log
+
+    def show(
+        self,
+        chat: ChatState,
+        updates: Iterator[TurnUpdate],
+        params: GenerationParams,
+        request: gr.Request | None,
+    ) -> Iterator[list[Any]]:
+        """Outputs: chatbot, textbox, state, the five buttons."""
+        for update in updates:
+            if update.done and update.reply is not None and update.started_at:
+                self.chat_log.append(
+                    chat_record(
+                        chat,
+                        params,
+                        update.started_at,
+                        update.finished_at or 0.0,
+                        _client_ip(request),
+                    )
+                )
+            b = buttons_for(chat, busy=not update.done)
+            yield [update.history, update.textbox, chat, *button_updates(b)]
+
+    def respond(
+        self,
+        chat: ChatState,
+        text: str,
+        model_name: str | None,
+        temp: float,
+        top: float,
+        max_new: float,
+        request: gr.Request,
+    ) -> Iterator[list[Any]]:
+        params = _params_of(temp, top, max_new)
+        turn = run_turn(chat, self.client, model_name or "", text, params)
+        yield from self.show(chat, turn, params, request)
+
+    def redo(
+        self, chat: ChatState, temp: float, top: float, max_new: float, request: gr.Request
+    ) -> Iterator[list[Any]]:
+        params = _params_of(temp, top, max_new)
+        yield from self.show(chat, regenerate_turn(chat, self.client, params), params, request)
+
+    def vote(self, kind: VoteKind) -> Callable[..., list[Any]]:
+        """The handler of one vote button. Outputs: textbox, state, the five buttons."""
+
+        def record(chat: ChatState, model_name: str | None, request: gr.Request) -> list[Any]:
+            self.chat_log.append(
+                vote_record(kind, model_name or chat.model, chat, _client_ip(request))
+            )
+            chat.voted = True
+            log.info("event=chat_vote kind=%s conv_id=%s model=%s", kind, chat.conv_id, chat.model)
+            return ["", chat, *button_updates(buttons_for(chat))]
+
+        return record
+
+    @staticmethod
+    def clear_history() -> list[Any]:
+        """Outputs: state, chatbot, textbox, the five buttons."""
+        return [ChatState(), [], "", *button_updates(Buttons())]
+
+
+def build_model_picker(models: list[str], selected: str) -> gr.Dropdown:
+    # The list can be stale (mode "once", workers started later): a typed name still works.
+    return free_choice(models, "Model", "model-select", value=selected, show_label=False)
+
+
+def build_conversation() -> tuple[gr.Chatbot, gr.Textbox, gr.Button]:
+    """The chatbot, then the message box with its Send button."""
     chatbot = gr.Chatbot(
         label="Scroll down and start chatting",
         elem_id="chatbot",
@@ -88,115 +188,88 @@ def build_chat_tab(
             elem_id="chat-input",
         )
         send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
+    return chatbot, textbox, send
+
+
+def build_action_buttons() -> ActionButtons:
     with gr.Row():
-        upvote = gr.Button("👍  Upvote", interactive=False, elem_id="upvote")
-        downvote = gr.Button("👎  Downvote", interactive=False, elem_id="downvote")
-        flag = gr.Button("⚠️  Flag", interactive=False, elem_id="flag")
-        regenerate = gr.Button("🔄  Regenerate", interactive=False, elem_id="regenerate")
-        clear = gr.Button("🗑️  Clear history", interactive=False, elem_id="clear")
+        return ActionButtons(
+            upvote=gr.Button("👍  Upvote", interactive=False, elem_id="upvote"),
+            downvote=gr.Button("👎  Downvote", interactive=False, elem_id="downvote"),
+            flag=gr.Button("⚠️  Flag", interactive=False, elem_id="flag"),
+            regenerate=gr.Button("🔄  Regenerate", interactive=False, elem_id="regenerate"),
+            clear=gr.Button("🗑️  Clear history", interactive=False, elem_id="clear"),
+        )
+
+
+def build_sliders() -> Sliders:
+    """The sampling parameters, in a closed accordion."""
     with gr.Accordion("Parameters", open=False):
-        temperature = gr.Slider(0.0, 1.0, value=DEFAULTS.temperature, step=0.1, label="Temperature")
-        top_p = gr.Slider(0.0, 1.0, value=DEFAULTS.top_p, step=0.1, label="Top P")
-        max_tokens = gr.Slider(
-            16,
-            1024,
-            value=DEFAULTS.max_new_tokens,
-            step=16,
-            label="Max output tokens",
-            elem_id="max-tokens",
-        )
-    gr.Markdown(LICENSE)
-
-    buttons = [upvote, downvote, flag, regenerate, clear]
-
-    def button_updates(b: Buttons) -> list[Any]:
-        return [
-            gr.Button(interactive=b.vote),
-            gr.Button(interactive=b.vote),
-            gr.Button(interactive=b.vote),
-            gr.Button(interactive=b.regenerate),
-            gr.Button(interactive=b.clear),
-        ]
-
-    def show(
-        chat: ChatState,
-        updates: Iterator[TurnUpdate],
-        params: GenerationParams,
-        request: gr.Request | None,
-    ) -> Iterator[list[Any]]:
-        for update in updates:
-            if update.done and update.reply is not None and update.started_at:
-                chat_log.append(
-                    chat_record(
-                        chat,
-                        params,
-                        update.started_at,
-                        update.finished_at or 0.0,
-                        _client_ip(request),
-                    )
-                )
-            b = buttons_for(chat, busy=not update.done)
-            yield [update.history, update.textbox, chat, *button_updates(b)]
-
-    def params_of(temp: float, top: float, max_new: float) -> GenerationParams:
-        return GenerationParams(float(temp), float(top), int(max_new))
-
-    def respond(
-        chat: ChatState,
-        text: str,
-        model_name: str | None,
-        temp: float,
-        top: float,
-        max_new: float,
-        request: gr.Request,
-    ) -> Iterator[list[Any]]:
-        params = params_of(temp, top, max_new)
-        yield from show(
-            chat, run_turn(chat, client, model_name or "", text, params), params, request
+        return Sliders(
+            temperature=gr.Slider(
+                0.0, 1.0, value=DEFAULTS.temperature, step=0.1, label="Temperature"
+            ),
+            top_p=gr.Slider(0.0, 1.0, value=DEFAULTS.top_p, step=0.1, label="Top P"),
+            max_tokens=gr.Slider(
+                16,
+                1024,
+                value=DEFAULTS.max_new_tokens,
+                step=16,
+                label="Max output tokens",
+                elem_id="max-tokens",
+            ),
         )
 
-    def redo(
-        chat: ChatState, temp: float, top: float, max_new: float, request: gr.Request
-    ) -> Iterator[list[Any]]:
-        params = params_of(temp, top, max_new)
-        yield from show(chat, regenerate_turn(chat, client, params), params, request)
 
-    def vote(kind: VoteKind) -> Callable[..., list[Any]]:
-        def record(chat: ChatState, model_name: str | None, request: gr.Request) -> list[Any]:
-            chat_log.append(vote_record(kind, model_name or chat.model, chat, _client_ip(request)))
-            chat.voted = True
-            log.info("event=chat_vote kind=%s conv_id=%s model=%s", kind, chat.conv_id, chat.model)
-            return ["", chat, *button_updates(buttons_for(chat))]
-
-        return record
-
-    def clear_history() -> list[Any]:
-        return [ChatState(), [], "", *button_updates(Buttons())]
-
-    chat_inputs = [state, textbox, model, temperature, top_p, max_tokens]
-    chat_outputs = [chatbot, textbox, state, *buttons]
+def wire_chat_events(
+    actions: ChatActions, tab: ChatTab, send: gr.Button, buttons: ActionButtons, sliders: Sliders
+) -> None:
+    """Send / Enter and Regenerate stream a turn; the votes, Clear and a model switch."""
+    chat_inputs = [tab.state, tab.textbox, tab.model, *sliders.all()]
+    chat_outputs = [tab.chatbot, tab.textbox, tab.state, *buttons.all()]
+    respond = actions.respond
     send.click(respond, chat_inputs, chat_outputs, api_name="chat", show_progress="hidden")
-    textbox.submit(
+    tab.textbox.submit(
         respond, chat_inputs, chat_outputs, api_visibility="private", show_progress="hidden"
     )
-    regenerate.click(
-        redo,
-        [state, temperature, top_p, max_tokens],
+    buttons.regenerate.click(
+        actions.redo,
+        [tab.state, *sliders.all()],
         chat_outputs,
         api_name="regenerate",
         show_progress="hidden",
     )
-    for button, kind in ((upvote, "upvote"), (downvote, "downvote"), (flag, "flag")):
+    votes = ((buttons.upvote, "upvote"), (buttons.downvote, "downvote"), (buttons.flag, "flag"))
+    for button, kind in votes:
         button.click(
-            vote(kind),  # type: ignore[arg-type]
-            [state, model],
-            [textbox, state, *buttons],
+            actions.vote(kind),  # type: ignore[arg-type]
+            [tab.state, tab.model],
+            [tab.textbox, tab.state, *buttons.all()],
             api_name=kind,
         )
-    reset_outputs = [state, chatbot, textbox, *buttons]
-    clear.click(clear_history, None, reset_outputs, api_visibility="private")
+    reset_outputs = [tab.state, tab.chatbot, tab.textbox, *buttons.all()]
+    buttons.clear.click(actions.clear_history, None, reset_outputs, api_visibility="private")
     # ``input``, not ``change``: only the user's own switch clears. ``change`` also fires when
     # the page load or the model-list refresh sets the dropdown, which would wipe a chat that
     # is already under way.
-    model.input(clear_history, None, reset_outputs, api_visibility="private")
-    return ChatTab(model=model, state=state, chatbot=chatbot, textbox=textbox)
+    tab.model.input(actions.clear_history, None, reset_outputs, api_visibility="private")
+
+
+def build_chat_tab(
+    client: ControllerClient,
+    chat_log: ChatLog,
+    models: list[str],
+    selected: str,
+) -> ChatTab:
+    """Terms, model picker, chatbot, textbox + Send, vote/regenerate/clear, sampling parameters,
+    license."""
+    gr.Markdown(TERMS)
+    state = gr.State(ChatState())
+    model = build_model_picker(models, selected)
+    chatbot, textbox, send = build_conversation()
+    buttons = build_action_buttons()
+    sliders = build_sliders()
+    gr.Markdown(LICENSE)
+    tab = ChatTab(model=model, state=state, chatbot=chatbot, textbox=textbox)
+    wire_chat_events(ChatActions(client, chat_log), tab, send, buttons, sliders)
+    return tab

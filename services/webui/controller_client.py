@@ -14,28 +14,26 @@ from typing import Any
 
 import httpx
 
+from services.webui.http_client import ControllerUnavailable, HTTPClient, ServiceError, describe
 from shared.conversation import Conversation
 from shared.worker_protocol import CLIENT_HEADERS, ProtocolError, stream_generate
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "ControllerClient",
+    "ControllerUnavailable",
+    "NoWorkerError",
+    "ServiceError",
+    "WorkerRejected",
+    "WorkerStreamError",
+    "WorkerUnavailable",
+]
+
 # How long a worker may stay silent (connect, or between two chunks) before the UI gives up.
 WORKER_API_TIMEOUT = 100.0
 # Controller calls are quick registry reads; a hung controller should not freeze the page long.
 CONTROLLER_TIMEOUT = 10.0
-
-
-class ServiceError(Exception):
-    """A failure to show to the user; ``str(exc)`` is the plain-words message."""
-
-
-class ControllerUnavailable(ServiceError):
-    def __init__(self, controller: str, detail: str) -> None:
-        super().__init__(
-            f"The controller at {controller} could not be reached ({detail}). "
-            "Check that it is running, then try again."
-        )
-        self.controller = controller
 
 
 class NoWorkerError(ServiceError):
@@ -78,15 +76,10 @@ class WorkerStreamError(ServiceError):
         self.error_code = error_code
 
 
-def _describe(exc: httpx.HTTPError) -> str:
-    return str(exc) or type(exc).__name__
+class ControllerClient(HTTPClient):
+    """What the chat page needs: the model list, a worker per model, its template, its stream.
 
-
-class ControllerClient:
-    """Sync client (Gradio runs handlers in threads) for what the chat page needs.
-
-    One instance is shared by all sessions: the httpx client is thread-safe and the template
-    cache is guarded by a lock.
+    The template cache is shared by every session, guarded by a lock.
     """
 
     def __init__(
@@ -97,38 +90,20 @@ class ControllerClient:
         controller_timeout: float = CONTROLLER_TIMEOUT,
         http: httpx.Client | None = None,
     ) -> None:
-        self.controller_address = controller_address.rstrip("/")
+        super().__init__(controller_address, http or httpx.Client(headers=CLIENT_HEADERS))
         self.worker_timeout = worker_timeout
         self.controller_timeout = controller_timeout
-        self._http = http or httpx.Client(headers=CLIENT_HEADERS)
         self._templates: dict[tuple[str, str], Conversation] = {}
         self._lock = threading.Lock()
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ControllerClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def _controller_post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        url = f"{self.controller_address}{path}"
-        try:
-            response = self._http.post(url, json=body, timeout=self.controller_timeout)
-        except httpx.HTTPError as exc:
-            raise ControllerUnavailable(self.controller_address, _describe(exc)) from exc
+        """A FastChat route: anything but 200 means the controller is not working."""
+        response = self._send("POST", path, json=body, timeout=self.controller_timeout)
         if response.status_code != 200:
             raise ControllerUnavailable(
                 self.controller_address, f"{path} answered HTTP {response.status_code}"
             )
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ControllerUnavailable(
-                self.controller_address, f"{path} answered something that is not JSON"
-            ) from exc
+        return self._json(response, path)
 
     def list_models(self) -> list[str]:
         """Names of every model some live worker serves, sorted."""
@@ -157,7 +132,7 @@ class ControllerClient:
             raise WorkerUnavailable(worker, model, "did not answer in time") from exc
         except httpx.HTTPError as exc:
             raise WorkerUnavailable(
-                worker, model, f"could not be reached ({_describe(exc)})"
+                worker, model, f"could not be reached ({describe(exc)})"
             ) from exc
         if response.status_code != 200:
             raise WorkerRejected(worker, response.text, response.status_code, 0)
@@ -215,7 +190,7 @@ class ControllerClient:
         except httpx.HTTPError as exc:
             self.forget_worker(worker)
             raise WorkerUnavailable(
-                worker, model, f"could not be reached ({_describe(exc)})"
+                worker, model, f"could not be reached ({describe(exc)})"
             ) from exc
         except json.JSONDecodeError as exc:
             raise WorkerUnavailable(

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from services.webui.controller_client import ControllerUnavailable, ServiceError
+from services.webui.http_client import HTTPClient, ServiceError, describe
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def _error_message(response: httpx.Response) -> tuple[str, str | None]:
     return f"HTTP {response.status_code}: {response.text[:300]}", None
 
 
-class ManagementClient:
-    """Sync client (Gradio runs handlers in threads); one instance serves every session."""
+class ManagementClient(HTTPClient):
+    """One method per management call; the ``/v1`` routes' errors come back as ``APIRefused``."""
 
     def __init__(
         self,
@@ -64,27 +64,11 @@ class ManagementClient:
         timeout: float = TIMEOUT,
         http: httpx.Client | None = None,
     ) -> None:
-        self.controller_address = controller_address.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = http or httpx.Client(headers=headers, timeout=timeout)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ManagementClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__(controller_address, http or httpx.Client(headers=headers, timeout=timeout))
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        url = f"{self.controller_address}{path}"
-        try:
-            response = self._http.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ControllerUnavailable(
-                self.controller_address, str(exc) or type(exc).__name__
-            ) from exc
+        response = self._send(method, path, **kwargs)
         if response.status_code == 404 and not _is_api_error(response):
             raise NotAvailable(f"{path} is not served by the controller at this address")
         if response.status_code == 405:
@@ -92,12 +76,16 @@ class ManagementClient:
         if response.status_code >= 400:
             message, param = _error_message(response)
             raise APIRefused(response.status_code, message, param)
+        return self._json(response, path)
+
+    def _probe(self, worker: str, route: str) -> httpx.Response:
+        """A worker's own public route, with the short probe timeout."""
         try:
-            return response.json()
-        except ValueError as exc:
-            raise ControllerUnavailable(
-                self.controller_address, f"{path} answered something that is not JSON"
-            ) from exc
+            response = self._http.get(f"{worker}{route}", timeout=PROBE_TIMEOUT)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ServiceError(f"{worker}{route}: {describe(exc)}") from exc
+        return response
 
     # Workers -------------------------------------------------------------------------------
 
@@ -106,22 +94,17 @@ class ManagementClient:
 
     def worker_health(self, worker: str) -> dict[str, Any]:
         """The worker's own ``/health`` (status and queue length)."""
+        response = self._probe(worker, "/health")
         try:
-            response = self._http.get(f"{worker}/health", timeout=PROBE_TIMEOUT)
-            response.raise_for_status()
             return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise ServiceError(f"{worker}/health: {str(exc) or type(exc).__name__}") from exc
+        except ValueError as exc:
+            raise ServiceError(f"{worker}/health: {describe(exc)}") from exc
 
     def worker_metrics(self, worker: str) -> dict[str, float]:
         """Gauges and counters of the worker's Prometheus ``/metrics``, by sample name."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        try:
-            response = self._http.get(f"{worker}/metrics", timeout=PROBE_TIMEOUT)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise ServiceError(f"{worker}/metrics: {str(exc) or type(exc).__name__}") from exc
+        response = self._probe(worker, "/metrics")
         values: dict[str, float] = {}
         try:
             for family in text_string_to_metric_families(response.text):

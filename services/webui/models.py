@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from services.webui.controller_client import ServiceError
+from services.webui.http_client import ServiceError
 from services.webui.management_client import ManagementClient
 
 WORKER_COLUMNS = ["model", "address", "health", "queue length", "running batch size"]

@@ -1,35 +1,22 @@
 """The training tab: datasets (ingest, manifest), fine-tuning jobs (submit, watch, cancel) and
-deploying a result. Layout and wiring only; what is shown is computed in ``training.py``."""
+deploying a result.
+
+Layout here, one builder per section, then the event wiring; what the events do is in
+``training_actions.py``, what is shown is computed in ``training.py``.
+"""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from dataclasses import dataclass
 
 import gradio as gr
-import pandas as pd
 
-from services.webui.controller_client import ServiceError
 from services.webui.management_client import ManagementClient
-from services.webui.training import (
-    METHODS,
-    FormError,
-    JobForm,
-    dataset_rows,
-    histogram_rows,
-    job_progress,
-    job_request,
-    job_rows,
-    job_summary,
-    loss_rows,
-    manifest_markdown,
-    progress_html,
-    ready_datasets,
-)
+from services.webui.page_parts import PRIVATE, free_choice
+from services.webui.training import METHODS
+from services.webui.training_actions import EMPTY_CURVE, TrainingActions, empty_progress
 from shared.datasets import DATASET_SOURCE_KEYS
 from shared.settings import WebUISettings, default_model_dir
-
-log = logging.getLogger(__name__)
 
 PROGRESS_CSS = """
 .job-progress-track { width: 100%; height: 14px; border-radius: 7px;
@@ -40,87 +27,139 @@ PROGRESS_CSS = """
 
 DATASET_COLUMNS = ["id", "status", "sources", "samples"]
 JOB_COLUMNS = ["id", "status", "method", "base model", "fine-tuned model"]
-EMPTY_CURVE = pd.DataFrame({"step": [], "loss": [], "series": []})
 
 
-def _notice(message: str) -> str:
-    return f"⚠️ {message}"
+@dataclass
+class IngestForm:
+    hub_sources: gr.CheckboxGroup
+    other_sources: gr.Textbox
+    upload: gr.File
+    max_tokens: gr.Number
+    start: gr.Button
+    status: gr.Markdown
+
+    def inputs(self) -> list[gr.components.Component]:
+        return [self.hub_sources, self.other_sources, self.upload, self.max_tokens]
 
 
-def _curve(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(rows) if rows else EMPTY_CURVE
+@dataclass
+class DatasetView:
+    table: gr.Dataframe
+    pick: gr.Dropdown
+    manifest: gr.Markdown
+    histogram: gr.BarPlot
 
 
-def deployment_markdown(record: dict[str, Any] | None) -> str:
-    if record is None:
-        return ""
-    status = record.get("status", "?")
-    text = f"Deployment of `{record.get('model')}`: **{status}**"
-    if record.get("worker_address"):
-        text += f" on {record['worker_address']}"
-    if record.get("error"):
-        text += f". Error: {record['error']}"
-    if status == "deployed":
-        text += f". [Chat with it](?model={record.get('model')})"
-    return text
+@dataclass
+class FineTuneForm:
+    base_model: gr.Dropdown
+    training_file: gr.Dropdown
+    method: gr.Radio
+    n_epochs: gr.Number
+    learning_rate: gr.Number
+    batch_size: gr.Number
+    max_length: gr.Number
+    max_steps: gr.Number
+    lora_r: gr.Number
+    suffix: gr.Textbox
+    merge: gr.Checkbox
+    submit: gr.Button
+    status: gr.Markdown
+
+    def inputs(self) -> list[gr.components.Component]:
+        """The fields, in the order ``TrainingActions.submit_job`` reads them."""
+        return [
+            self.base_model,
+            self.training_file,
+            self.method,
+            self.n_epochs,
+            self.learning_rate,
+            self.batch_size,
+            self.max_length,
+            self.max_steps,
+            self.lora_r,
+            self.suffix,
+            self.merge,
+        ]
 
 
-def build_training_tab(client: ManagementClient, settings: WebUISettings) -> None:
-    base_models = [m.strip() for m in settings.base_models.split(",") if m.strip()] or [
+@dataclass
+class JobsView:
+    pick: gr.Dropdown
+    cancel: gr.Button
+    deploy: gr.Button
+    progress: gr.HTML
+    summary: gr.Markdown
+    deployment: gr.Markdown
+    curve: gr.LinePlot
+    table: gr.Dataframe
+
+    def outputs(self) -> list[gr.components.Component]:
+        """What ``TrainingActions.show_job`` updates."""
+        return [self.progress, self.summary, self.curve]
+
+
+def base_model_choices(settings: WebUISettings) -> list[str]:
+    """The configured base models, else the embedded default model."""
+    return [m.strip() for m in settings.base_models.split(",") if m.strip()] or [
         str(default_model_dir())
     ]
 
+
+def build_ingest_form() -> IngestForm:
+    hub_sources = gr.CheckboxGroup(
+        list(DATASET_SOURCE_KEYS), label="Hub datasets (the original's sources)"
+    )
+    other_sources = gr.Textbox(
+        label="Other sources",
+        placeholder="http(s) URLs or paths on the server, comma-separated",
+    )
+    upload = gr.File(
+        label="Or upload files (JSON, JSONL, archives)",
+        file_count="multiple",
+        type="filepath",
+        elem_id="dataset-upload",
+    )
+    max_tokens = gr.Number(2048, label="Max tokens per sample", precision=0)
+    start = gr.Button("Start ingestion", elem_id="start-ingestion")
+    status = gr.Markdown(elem_id="ingest-status")
+    return IngestForm(hub_sources, other_sources, upload, max_tokens, start, status)
+
+
+def build_dataset_view() -> DatasetView:
+    table = gr.Dataframe(
+        headers=DATASET_COLUMNS, interactive=False, label="Datasets", elem_id="datasets"
+    )
+    pick = free_choice([], "Show dataset", "dataset-pick")
+    manifest = gr.Markdown(elem_id="manifest")
+    histogram = gr.BarPlot(x="tokens", y="samples", label="Token lengths", visible=False, sort=None)
+    return DatasetView(table, pick, manifest, histogram)
+
+
+def build_datasets_section() -> tuple[IngestForm, DatasetView]:
+    """The ingestion form beside the datasets and the picked one's manifest."""
     gr.Markdown("## Datasets")
     with gr.Row():
         with gr.Column(scale=3):
-            hub_sources = gr.CheckboxGroup(
-                list(DATASET_SOURCE_KEYS), label="Hub datasets (the original's sources)"
-            )
-            other_sources = gr.Textbox(
-                label="Other sources",
-                placeholder="http(s) URLs or paths on the server, comma-separated",
-            )
-            upload = gr.File(
-                label="Or upload files (JSON, JSONL, archives)",
-                file_count="multiple",
-                type="filepath",
-                elem_id="dataset-upload",
-            )
-            ingest_max_length = gr.Number(2048, label="Max tokens per sample", precision=0)
-            ingest = gr.Button("Start ingestion", elem_id="start-ingestion")
-            ingest_status = gr.Markdown(elem_id="ingest-status")
+            form = build_ingest_form()
         with gr.Column(scale=4):
-            datasets_table = gr.Dataframe(
-                headers=DATASET_COLUMNS, interactive=False, label="Datasets", elem_id="datasets"
-            )
-            dataset_pick = gr.Dropdown(
-                [],
-                label="Show dataset",
-                interactive=True,
-                allow_custom_value=True,
-                elem_id="dataset-pick",
-            )
-            manifest = gr.Markdown(elem_id="manifest")
-            histogram = gr.BarPlot(
-                x="tokens", y="samples", label="Token lengths", visible=False, sort=None
-            )
+            view = build_dataset_view()
+    return form, view
 
+
+def build_fine_tune_form(base_models: list[str]) -> FineTuneForm:
     gr.Markdown("## Fine-tune")
     with gr.Row():
-        base_model = gr.Dropdown(
+        base_model = free_choice(
             base_models,
+            "Base model (folder or Hub id)",
+            "base-model",
             value=base_models[0] if base_models else None,
-            label="Base model (folder or Hub id)",
-            allow_custom_value=True,
-            interactive=True,
-            elem_id="base-model",
         )
-        training_file = gr.Dropdown(
+        training_file = free_choice(
             [],
-            label="Dataset (id of a built dataset, or a JSON(L) file on the server)",
-            allow_custom_value=True,
-            interactive=True,
-            elem_id="training-file",
+            "Dataset (id of a built dataset, or a JSON(L) file on the server)",
+            "training-file",
         )
         method = gr.Radio(list(METHODS), value="lora", label="Method")
     with gr.Row():
@@ -134,166 +173,8 @@ def build_training_tab(client: ManagementClient, settings: WebUISettings) -> Non
         suffix = gr.Textbox(label="Name suffix of the result", max_length=64)
         merge = gr.Checkbox(False, label="Merge the adapter into the base model when done")
         submit = gr.Button("Start fine-tuning", variant="primary", elem_id="start-job")
-    submit_status = gr.Markdown(elem_id="job-submit-status")
-
-    gr.Markdown("## Jobs")
-    with gr.Row():
-        job_pick = gr.Dropdown(
-            [],
-            label="Job",
-            interactive=True,
-            allow_custom_value=True,
-            elem_id="job-pick",
-            scale=3,
-        )
-        cancel = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", scale=1)
-        deploy = gr.Button("Deploy result", elem_id="deploy-job", scale=1)
-    progress = gr.HTML(progress_html(job_progress({}, [])), elem_id="job-progress")
-    summary = gr.Markdown(elem_id="job-summary")
-    deployment = gr.Markdown(elem_id="deployment-status")
-    curve = gr.LinePlot(
-        EMPTY_CURVE,
-        x="step",
-        y="loss",
-        color="series",
-        title="Loss",
-        label="Loss curve",
-        elem_id="loss-curve",
-    )
-    jobs_table = gr.Dataframe(headers=JOB_COLUMNS, interactive=False, label="Jobs")
-    # The model whose deployment this session watches (set by Deploy).
-    watched_model = gr.State("")
-    # The dropdowns' choices as last sent to this session.
-    known_lists = gr.State(())
-    timer = gr.Timer(settings.refresh_seconds)
-
-    def refresh_lists(known: tuple[Any, ...]) -> list[Any]:
-        """Tables every tick; dropdown choices only when they changed, so that a tick never
-        disturbs what the user is picking or typing."""
-        try:
-            datasets = client.list_datasets()
-            jobs = client.list_jobs()
-        except ServiceError as exc:
-            log.warning("event=training_refresh_failed error=%s", exc)
-            return [gr.skip()] * 6
-        ids = [d["id"] for d in datasets]
-        ready = ready_datasets(datasets)
-        job_ids = [j["id"] for j in jobs]
-        now = (ids, ready, job_ids)
-        dropdowns: list[Any] = [gr.skip()] * 3
-        if now != known:
-            dropdowns = [gr.Dropdown(choices=c) for c in now]
-        return [
-            dataset_rows(datasets),
-            dropdowns[0],
-            dropdowns[1],
-            job_rows(jobs),
-            dropdowns[2],
-            now,
-        ]
-
-    def show_dataset(dataset_id: str | None) -> list[Any]:
-        if not dataset_id:
-            return ["", gr.BarPlot(visible=False)]
-        try:
-            dataset = client.get_dataset(dataset_id)
-        except ServiceError as exc:
-            return [_notice(str(exc)), gr.BarPlot(visible=False)]
-        rows = histogram_rows(dataset.get("manifest") or {})
-        plot = gr.BarPlot(pd.DataFrame(rows), visible=True) if rows else gr.BarPlot(visible=False)
-        return [manifest_markdown(dataset), plot]
-
-    def start_ingestion(
-        hub: list[str], other: str, files: list[str] | None, max_tokens: float | None
-    ) -> list[Any]:
-        sources = [*(hub or []), *(s.strip() for s in (other or "").split(",") if s.strip())]
-        if not sources and not files:
-            return [_notice("Pick a Hub dataset, type a source, or upload a file."), gr.skip()]
-        try:
-            record = client.create_dataset(
-                sources, list(files or []), max_length=int(max_tokens) if max_tokens else None
-            )
-        except ServiceError as exc:
-            return [_notice(str(exc)), gr.skip()]
-        log.info("event=dataset_requested id=%s sources=%s", record["id"], record["spec"])
-        message = f"Ingestion **{record['id']}** queued."
-        return [message, gr.Dropdown(value=record["id"])]
-
-    def submit_job(*values: Any) -> list[Any]:
-        (model, data, meth, epochs, lr, batch, length, steps, r, name, do_merge) = values
-        try:
-            body = job_request(
-                JobForm(
-                    base_model=model or "",
-                    training_file=data or "",
-                    method=meth,
-                    n_epochs=epochs or 3.0,
-                    learning_rate=lr,
-                    batch_size=int(batch or 4),
-                    max_length=int(length or 2048),
-                    max_steps=int(steps) if steps else None,
-                    lora_r=int(r) if r else None,
-                    suffix=name or "",
-                    merge=bool(do_merge),
-                )
-            )
-            job = client.create_job(body)
-        except (FormError, ServiceError) as exc:
-            return [_notice(str(exc)), gr.skip()]
-        log.info("event=job_requested id=%s model=%s", job["id"], job["model"])
-        return [
-            f"Fine-tuning job **{job['id']}** queued.",
-            gr.Dropdown(value=job["id"]),
-        ]
-
-    def show_job(job_id: str | None) -> list[Any]:
-        if not job_id:
-            return [progress_html(job_progress({}, [])), "", EMPTY_CURVE]
-        try:
-            job = client.get_job(job_id)
-            events = client.job_events(job_id)
-        except ServiceError as exc:
-            return [gr.skip(), _notice(str(exc)), gr.skip()]
-        return [
-            progress_html(job_progress(job, events)),
-            job_summary(job),
-            _curve(loss_rows(events)),
-        ]
-
-    def cancel_job(job_id: str | None) -> str:
-        if not job_id:
-            return _notice("Pick a job first.")
-        try:
-            job = client.cancel_job(job_id)
-        except ServiceError as exc:
-            return _notice(str(exc))
-        return job_summary(job)
-
-    def deploy_result(job_id: str | None) -> list[Any]:
-        if not job_id:
-            return [_notice("Pick a job first."), ""]
-        try:
-            job = client.get_job(job_id)
-            name = job.get("fine_tuned_model")
-            if job.get("status") != "succeeded" or not name:
-                return [_notice(f"Job {job_id} has no result to deploy yet."), ""]
-            record = client.deploy(name)
-        except ServiceError as exc:
-            return [_notice(str(exc)), ""]
-        return [deployment_markdown(record), name]
-
-    def watch_deployment(name: str) -> Any:
-        if not name:
-            return gr.skip()
-        try:
-            return deployment_markdown(client.get_deployment(name))
-        except ServiceError as exc:
-            return _notice(str(exc))
-
-    lists = [datasets_table, dataset_pick, training_file, jobs_table, job_pick, known_lists]
-    dataset_view = [manifest, histogram]
-    job_view = [progress, summary, curve]
-    form = [
+    status = gr.Markdown(elem_id="job-submit-status")
+    return FineTuneForm(
         base_model,
         training_file,
         method,
@@ -305,23 +186,74 @@ def build_training_tab(client: ManagementClient, settings: WebUISettings) -> Non
         lora_r,
         suffix,
         merge,
-    ]
-    private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
-
-    ingest.click(
-        start_ingestion,
-        [hub_sources, other_sources, upload, ingest_max_length],
-        [ingest_status, dataset_pick],
-        **private,
-    ).then(refresh_lists, [known_lists], lists, **private)
-    dataset_pick.change(show_dataset, [dataset_pick], dataset_view, **private)
-    submit.click(submit_job, form, [submit_status, job_pick], **private).then(
-        refresh_lists, [known_lists], lists, **private
+        submit,
+        status,
     )
-    job_pick.change(show_job, [job_pick], job_view, **private)
-    cancel.click(cancel_job, [job_pick], [summary], **private)
-    deploy.click(deploy_result, [job_pick], [deployment, watched_model], **private)
 
-    timer.tick(refresh_lists, [known_lists], lists, **private)
-    timer.tick(show_job, [job_pick], job_view, **private)
-    timer.tick(watch_deployment, [watched_model], [deployment], **private)
+
+def build_jobs_section() -> JobsView:
+    """The job picker with its actions, then the picked job's progress, summary and curve."""
+    gr.Markdown("## Jobs")
+    with gr.Row():
+        pick = free_choice([], "Job", "job-pick", scale=3)
+        cancel = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", scale=1)
+        deploy = gr.Button("Deploy result", elem_id="deploy-job", scale=1)
+    progress = gr.HTML(empty_progress(), elem_id="job-progress")
+    summary = gr.Markdown(elem_id="job-summary")
+    deployment = gr.Markdown(elem_id="deployment-status")
+    curve = gr.LinePlot(
+        EMPTY_CURVE,
+        x="step",
+        y="loss",
+        color="series",
+        title="Loss",
+        label="Loss curve",
+        elem_id="loss-curve",
+    )
+    table = gr.Dataframe(headers=JOB_COLUMNS, interactive=False, label="Jobs")
+    return JobsView(pick, cancel, deploy, progress, summary, deployment, curve, table)
+
+
+def wire_training_events(
+    actions: TrainingActions,
+    ingest: IngestForm,
+    datasets: DatasetView,
+    form: FineTuneForm,
+    jobs: JobsView,
+    refresh_seconds: float,
+) -> None:
+    """Buttons and pickers, then the timer that keeps the lists, the job and a deployment live."""
+    # The model whose deployment this session watches (set by Deploy).
+    watched_model = gr.State("")
+    # The dropdowns' choices as last sent to this session.
+    known_lists = gr.State(())
+    timer = gr.Timer(refresh_seconds)
+    lists = [datasets.table, datasets.pick, form.training_file, jobs.table, jobs.pick, known_lists]
+
+    ingest.start.click(
+        actions.start_ingestion, ingest.inputs(), [ingest.status, datasets.pick], **PRIVATE
+    ).then(actions.refresh_lists, [known_lists], lists, **PRIVATE)
+    datasets.pick.change(
+        actions.show_dataset, [datasets.pick], [datasets.manifest, datasets.histogram], **PRIVATE
+    )
+    form.submit.click(actions.submit_job, form.inputs(), [form.status, jobs.pick], **PRIVATE).then(
+        actions.refresh_lists, [known_lists], lists, **PRIVATE
+    )
+    jobs.pick.change(actions.show_job, [jobs.pick], jobs.outputs(), **PRIVATE)
+    jobs.cancel.click(actions.cancel_job, [jobs.pick], [jobs.summary], **PRIVATE)
+    jobs.deploy.click(
+        actions.deploy_result, [jobs.pick], [jobs.deployment, watched_model], **PRIVATE
+    )
+
+    timer.tick(actions.refresh_lists, [known_lists], lists, **PRIVATE)
+    timer.tick(actions.show_job, [jobs.pick], jobs.outputs(), **PRIVATE)
+    timer.tick(actions.watch_deployment, [watched_model], [jobs.deployment], **PRIVATE)
+
+
+def build_training_tab(client: ManagementClient, settings: WebUISettings) -> None:
+    ingest, datasets = build_datasets_section()
+    form = build_fine_tune_form(base_model_choices(settings))
+    jobs = build_jobs_section()
+    wire_training_events(
+        TrainingActions(client), ingest, datasets, form, jobs, settings.refresh_seconds
+    )

@@ -12,32 +12,16 @@ from gradio_client import Client
 
 from services.webui.app import model_choices
 from services.webui.controller_client import ControllerClient
-from tests.support import ServiceProcess, free_port
-from tests.webui.conftest import Stack
+from tests.support import ProcessGroup
+from tests.webui.stack import Stack, start_webui
 
 
 @pytest.fixture(scope="module")
 def webui(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    args = [
-        "--port",
-        str(port),
-        "--controller-address",
-        stack.controller,
-        "--concurrency-count",
-        "2",
-        "--model-list-mode",
-        "reload",
-        "--conv-log-dir",
-        str(stack.logs / "conv"),
-    ]
-    proc = ServiceProcess("services.webui", args, stack.logs / "webui.log").start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        proc.wait_http(f"{url}/", timeout=90)
-        yield url
-    finally:
-        proc.stop()
+    with ProcessGroup(stack.logs) as group:
+        conv_logs = stack.logs / "conv"
+        options = ["--concurrency-count", "2", "--model-list-mode", "reload"]
+        yield start_webui(group, stack.controller, conv_logs, *options)
 
 
 def _content(message: dict) -> str:

@@ -8,7 +8,6 @@ Screenshots go to the test's tmp folder and to test-artifacts/webui/.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,14 +16,22 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from tests.support import REPO_ROOT, ServiceProcess, free_port, wait_until
+from tests.support import (
+    REPO_ROOT,
+    ProcessGroup,
+    free_port,
+    own_key_prefix,
+    register_worker,
+    service_env,
+    wait_until,
+    write_conversations,
+)
 from tests.webui.browser import CHROMIUM, CHROMIUM_ARGS, Shots, requires_browser
+from tests.webui.stack import MODEL, start_webui
 
 pytestmark = [pytest.mark.browser, requires_browser]
 
-MODEL = "tiny-llama"
 # Registered without a live worker: listed, preselectable, and unreachable.
 LISTED_ONLY = "zz-listed-only"
 HAS_POOL = (REPO_ROOT / "services" / "model_worker" / "pool.py").exists()
@@ -38,7 +45,7 @@ class BrowserStack:
     conv_logs: Path
     data_file: Path
     logs: Path
-    processes: dict[str, ServiceProcess]
+    processes: ProcessGroup
 
     def log_lines(self) -> list[dict[str, Any]]:
         day = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -48,19 +55,12 @@ class BrowserStack:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _write_data(path: Path) -> Path:
-    rows = [
-        {
-            "id": str(i),
-            "conversations": [
-                {"from": "human", "value": f"What is the capital of France? ({i})"},
-                {"from": "gpt", "value": "The capital of France is Paris."},
-            ],
-        }
-        for i in range(40)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def _start_pool(group: ProcessGroup, controller: str) -> None:
+    """The model pool, with room for one deployed model."""
+    model_port = free_port()
+    args = ["--port", str(free_port()), "--controller-address", controller]
+    args += ["--port-range", f"{model_port}-{model_port}"]
+    group.start("pool", "services.model_worker.pool", *args)
 
 
 @pytest.fixture(scope="module")
@@ -68,94 +68,28 @@ def browser_stack(
     redis_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BrowserStack]:
     root = tmp_path_factory.mktemp("webui-browser")
-    prefix = f"test:{uuid.uuid4().hex[:12]}:"
-    env = {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": prefix,
-        "JOBS_DIR": str(root / "jobs"),
-        "MODELS_DIR": str(root / "models"),
-        "DATASETS_DIR": str(root / "datasets"),
-        "LOG_DIR": str(root / "logs"),
-        "CELERY_VISIBILITY_TIMEOUT": "30",
-        "WEBUI_REFRESH_SECONDS": "0.5",
-        "WEBUI_BASE_MODELS": str(tiny_model_dir),
-    }
-    procs: dict[str, ServiceProcess] = {}
-
-    def start(name: str, module: str, *args: str) -> ServiceProcess:
-        proc = ServiceProcess(module, list(args), root / f"{name}.log", env).start()
-        procs[name] = proc
-        return proc
-
-    try:
-        port = free_port()
-        controller = f"http://127.0.0.1:{port}"
-        start("controller", "services.controller", "--port", str(port)).wait_http(
-            f"{controller}/test_connection"
-        )
-        worker_port = free_port()
-        worker = start(
-            "worker",
-            "services.model_worker",
-            "--port",
-            str(worker_port),
-            "--model-path",
-            str(tiny_model_dir),
-            "--model-names",
-            MODEL,
-            "--controller-address",
-            controller,
-            "--heart-beat-interval",
-            "0.5",
-        )
-        start("trainer", "services.trainer", "--gpus", "0")
-        if HAS_POOL:
-            pool_ports = free_port()
-            start(
-                "pool",
-                "services.model_worker.pool",
-                "--port",
-                str(free_port()),
-                "--controller-address",
-                controller,
-                "--port-range",
-                f"{pool_ports}-{pool_ports}",
-            )
-        web_port = free_port()
-        webui = f"http://127.0.0.1:{web_port}"
-        web = start(
-            "webui",
-            "services.webui",
-            "--port",
-            str(web_port),
-            "--controller-address",
-            controller,
-            "--conv-log-dir",
-            str(root / "conv-logs"),
-        )
-        worker.wait_http(f"http://127.0.0.1:{worker_port}/health", timeout=120)
-        body = {
-            "worker_name": f"http://127.0.0.1:{free_port()}",
-            "check_heart_beat": False,
-            "worker_status": {"model_names": [LISTED_ONLY]},
+    with own_key_prefix(redis_url) as prefix:
+        env = {
+            **service_env(redis_url, prefix, root),
+            "CELERY_VISIBILITY_TIMEOUT": "30",
+            "WEBUI_REFRESH_SECONDS": "0.5",
+            "WEBUI_BASE_MODELS": str(tiny_model_dir),
         }
-        httpx.post(f"{controller}/register_worker", json=body, timeout=5).raise_for_status()
-        web.wait_http(f"{webui}/", timeout=120)
-        yield BrowserStack(
-            controller,
-            webui,
-            root / "conv-logs",
-            _write_data(root / "train.jsonl"),
-            root,
-            procs,
-        )
-    finally:
-        for proc in reversed(list(procs.values())):
-            proc.stop()
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            client.delete(*keys)
+        with ProcessGroup(root, env) as group:
+            controller = group.start_controller()
+            # Every process starts before the first is waited for: they load at the same time.
+            worker = group.start_model_worker(
+                "worker", tiny_model_dir, MODEL, controller, wait=False
+            )
+            group.start("trainer", "services.trainer", "--gpus", "0")
+            if HAS_POOL:
+                _start_pool(group, controller)
+            webui = start_webui(group, controller, root / "conv-logs", wait=False)
+            group.processes["worker"].wait_http(f"{worker}/health", timeout=120)
+            register_worker(controller, f"http://127.0.0.1:{free_port()}", LISTED_ONLY)
+            group.processes["webui"].wait_http(f"{webui}/", timeout=120)
+            data_file = write_conversations(root / "train.jsonl")
+            yield BrowserStack(controller, webui, root / "conv-logs", data_file, root, group)
 
 
 @pytest.fixture(scope="module")

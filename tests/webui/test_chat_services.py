@@ -18,7 +18,7 @@ from services.webui.chat import (
 )
 from services.webui.controller_client import ControllerClient
 from shared.conversation import Conversation, get_conv_template
-from tests.webui.conftest import Stack
+from tests.webui.stack import Stack
 
 SHORT = GenerationParams(temperature=0.7, top_p=1.0, max_new_tokens=24)
 # More new tokens than the tiny model's context of 256: its worker refuses the request.

@@ -16,7 +16,7 @@ from services.webui.models import (
     probe_workers,
     worker_rows,
 )
-from tests.webui.conftest import Stack
+from tests.webui.stack import Stack
 
 
 @pytest.fixture
