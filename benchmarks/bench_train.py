@@ -6,7 +6,7 @@ Both runs go through ``services.trainer.job.run_training`` with the same request
 SmolLM2-135M-Instruct, LoRA (r=8, all linear layers), the same generated CAMEL-like conversations
 (most 100-600 tokens, a tail up to max_length), the same loss mask, batch size 1, a fixed number
 of optimizer steps. Only the batching differs: packed rows of up to max_length tokens with
-per-sample attention, or one sample per row padded to max_length (spec §3.1). The figure is
+per-sample attention, or one sample per row padded to max_length (the original). The figure is
 real (non-padding) tokens per second over the steps after the first (warm-up). A padded step
 costs the same whatever it holds, so the baseline's epoch figure is the mean sample length over
 its seconds per step; the speed-up is reported against that (and against the few samples drawn).

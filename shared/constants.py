@@ -25,7 +25,7 @@ class ErrorCode(IntEnum):
     CONTROLLER_WORKER_TIMEOUT = 50006
 
 
-# Web chat limits (spec §4.1).
+# Web chat limits, as FastChat's web server has them: characters per message, turns per chat.
 INPUT_CHAR_LEN_LIMIT = 2560
 CONVERSATION_LEN_LIMIT = 50
 CONVERSATION_LIMIT_MSG = (

@@ -1,8 +1,8 @@
 """Conversation templates: how a chat history becomes the prompt a model was trained on.
 
 Three kinds exist:
-- ``vicuna_v1.1``: the CAMEL training and serving format (spec §2.2);
-- ``one_shot``: FastChat's ``### Human:`` fallback with a built-in example (spec §2.3);
+- ``vicuna_v1.1``: the CAMEL training and serving format (``USER: ... ASSISTANT: ...</s>``);
+- ``one_shot``: FastChat's ``### Human:`` fallback with a built-in example, for unknown models;
 - a model's own tokenizer chat template (Jinja, e.g. ChatML for SmolLM2), carried as source text so
   that clients can render prompts without loading a tokenizer.
 """

@@ -1,6 +1,6 @@
 """Evaluation jobs: the contract between the controller (``/v1/evals``) and the evaluator.
 
-The ``leaderboard`` task set reproduces the original's Open LLM Leaderboard runs (spec §5.9):
+The ``leaderboard`` task set reproduces the original's Open LLM Leaderboard runs:
 ARC-Challenge 25-shot, HellaSwag 10-shot, the 57 MMLU subjects 5-shot, TruthfulQA-MC 0-shot,
 named as lm-evaluation-harness 0.4 names them. Pure data: no torch, no harness here.
 """

@@ -1,6 +1,6 @@
 """Wire schemas of the FastChat worker protocol (controller <-> worker <-> clients).
 
-Field names and defaults follow FastChat (spec §4.2-4.4) so existing clients keep working;
+Field names and defaults follow FastChat 0.2.36's controller and worker so its clients keep working;
 validation is stricter so that bad input is answered with a 400 naming the field.
 """
 

@@ -1,7 +1,7 @@
 """Fine-tuning job requests and records: the contract between the controller and the trainer.
 
 Modelled on OpenAI's fine-tuning jobs API (``/v1/fine_tuning/jobs``), with the methods and
-hyperparameters of the original's recipes (spec §3). Pure data: no torch here.
+hyperparameters of the original's training scripts. Pure data: no torch here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The original's training recipes (spec §3.5) as job presets plus accelerate launch configs.
+"""The original's training recipes (its scripts/train_*.sh) as job presets plus accelerate configs.
 
 A preset is a set of ``FineTuneRequest`` overrides (method, GPUs, hyperparameters) and the
 ``accelerate launch`` config that runs it: FSDP full_shard wrapping LlamaDecoderLayer for the
@@ -25,7 +25,7 @@ CONFIG_DIR = Path("scripts/train/configs")  # relative to the repository root
 DEEPSPEED_CONFIG_NAME = "ds_config_zero3_offload.json"
 
 # The original's scripts/ds_config.json, except that ZeRO-3 gathers 16-bit weights on save, so
-# the final model is written whole instead of as empty partitions (spec §3.5 defect).
+# the final model is written whole instead of as the original's empty ZeRO partitions.
 DEEPSPEED_ZERO3_OFFLOAD: dict[str, Any] = {
     "bf16": {"enabled": "auto"},
     "optimizer": {
@@ -133,7 +133,7 @@ class Preset:
         return files
 
 
-# What the FSDP full-finetune scripts share (spec §3.5); each preset adds its batch shape.
+# What the original's FSDP full-finetune scripts share; each preset adds its batch shape.
 _FULL_FSDP = {
     "learning_rate": 2e-5,
     "warmup_ratio": 0.04,

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from services.merger.errors import MergeError
+from shared.contracts import TRAINING_SUMMARY_FILE
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-TRAINING_SUMMARY = "camel_training.json"
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
 # Config fields two bases must share for an adapter of one to fit the other.
 _SHAPE_FIELDS = (
@@ -116,7 +116,7 @@ def read_adapter(adapter: Path) -> AdapterInfo:
         raise MergeError(
             f"adapter folder {adapter} has no weights ({' or '.join(ADAPTER_WEIGHTS)})"
         )
-    summary_path = adapter / TRAINING_SUMMARY
+    summary_path = adapter / TRAINING_SUMMARY_FILE
     summary = _read_json(summary_path, "training summary") if summary_path.is_file() else None
     return AdapterInfo(adapter, config, summary, _safetensors_shapes(adapter / ADAPTER_WEIGHTS[0]))
 

@@ -1,7 +1,7 @@
-"""Merge a LoRA adapter into its base model and publish a plain model folder (spec §3.6).
+"""Merge a LoRA adapter into its base model and publish a plain model folder.
 
 The original's ``apply_lora`` loads the base in fp16, merges, and saves the model with the base
-tokenizer. Here, on top of that (protocols §3.4):
+tokenizer. Here, on top of that, what users of merges commonly trip on is handled:
 
 - the base is always loaded unquantized (16-bit or fp32), whatever the adapter was trained on:
   a QLoRA adapter merges into the original base weights, never into 4-bit ones;
@@ -25,6 +25,7 @@ from typing import Any
 from services.merger import inputs, verify
 from services.merger.errors import MergeCancelled, MergeError
 from services.merger.publish import publish, staging_folder
+from shared.contracts import TRAINING_SUMMARY_FILE
 
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 PHASES = ("check", "load_base", "load_adapter", "merge", "verify", "save", "publish")
@@ -84,6 +85,58 @@ def merge_lora(
     adapter_dir, target = Path(adapter).expanduser(), Path(target).expanduser()
 
     progress.phase("check", f"checking {adapter_dir} against {base_model}")
+    plan = _check_inputs(base_model, adapter_dir, target, options)
+    progress.phase("load_base", f"loading the base model {plan.base} in {plan.dtype}")
+    model = _load_base(plan.base, plan.dtype)
+    inputs.check_shapes(plan.info, model)
+
+    progress.phase("load_adapter", f"loading the LoRA adapter {adapter_dir}")
+    peft_model = _load_adapter(model, adapter_dir)
+    probe = verify.probe_batch(model.config.get_text_config().vocab_size)
+    reference = verify.probe_logits(peft_model, probe)
+
+    progress.phase("merge", "merging the LoRA weights into the base weights")
+    merged = _fold(peft_model)
+
+    progress.phase("verify", "comparing merged logits with base + adapter logits")
+    verification = _verify(merged, probe, reference, plan)
+    result = {
+        "output_dir": str(target),
+        "base_model": str(plan.base),
+        "adapter": str(adapter_dir),
+        "dtype": plan.dtype,
+        "verification": verification,
+        "merge_id": options.merge_id,
+    }
+    error = verification["relative_error"]
+    progress.phase("save", f"writing the merged model (relative error {error:.3g})")
+    with staging_folder(target) as staging:
+        try:
+            _write_model_folder(staging, merged, plan.tokenizer, options.max_shard_size)
+            (staging / MERGE_RECORD).write_text(json.dumps(result, indent=2))
+            _write_training_summary(staging, plan.info, plan.base, plan.dtype, verification)
+        except OSError as exc:
+            raise MergeError(f"could not write the merged model next to {target}: {exc}") from exc
+        progress.phase("publish", f"publishing {target}")
+        publish(staging, target, options.overwrite)
+    return {**result, "duration_s": round(time.monotonic() - started, 3)}
+
+
+@dataclass
+class _Plan:
+    """What the checks found: the base folder, the adapter, the dtype and tokenizer to use."""
+
+    base: Path
+    info: Any
+    dtype: str
+    tolerance: float
+    tokenizer: Any
+
+
+def _check_inputs(
+    base_model: str | Path, adapter_dir: Path, target: Path, options: MergeOptions
+) -> _Plan:
+    """Every check that needs no weights loaded, so a bad merge fails in a second."""
     base = inputs.resolve_base(base_model)
     base_config = inputs.read_base_config(base)
     inputs.check_not_quantized(base, base_config)
@@ -98,51 +151,22 @@ def merge_lora(
     tolerance = options.tolerance or verify.DEFAULT_TOLERANCES[dtype]
     tokenizer = _load_tokenizer(info, base)
     inputs.check_tokenizer_fits(tokenizer, base, base_config)
+    return _Plan(base, info, dtype, tolerance, tokenizer)
 
-    progress.phase("load_base", f"loading the base model {base} in {dtype}")
-    model = _load_base(base, dtype)
-    inputs.check_shapes(info, model)
 
-    progress.phase("load_adapter", f"loading the LoRA adapter {adapter_dir}")
-    peft_model = _load_adapter(model, adapter_dir)
-    probe = verify.probe_batch(model.config.get_text_config().vocab_size)
-    reference = verify.probe_logits(peft_model, probe)
-
-    progress.phase("merge", "merging the LoRA weights into the base weights")
-    merged = _fold(peft_model)
-
-    progress.phase("verify", "comparing merged logits with base + adapter logits")
+def _verify(merged: Any, probe: Any, reference: Any, plan: _Plan) -> dict[str, Any]:
+    """The merged model must give base + adapter's logits within the dtype's tolerance."""
     error = verify.relative_error(verify.probe_logits(merged, probe), reference)
-    verification = {
-        "relative_error": error,
-        "tolerance": tolerance,
-        "probe_tokens": int(probe.numel()),
-    }
-    if not error < tolerance:
+    if not error < plan.tolerance:
         raise MergeError(
             f"verification failed: the merged model's logits differ from base + adapter by a "
-            f"relative error of {error:.3g} (tolerance {tolerance:.3g} for {dtype})"
+            f"relative error of {error:.3g} (tolerance {plan.tolerance:.3g} for {plan.dtype})"
         )
-
-    result = {
-        "output_dir": str(target),
-        "base_model": str(base),
-        "adapter": str(adapter_dir),
-        "dtype": dtype,
-        "verification": verification,
-        "merge_id": options.merge_id,
+    return {
+        "relative_error": error,
+        "tolerance": plan.tolerance,
+        "probe_tokens": int(probe.numel()),
     }
-    progress.phase("save", f"writing the merged model (relative error {error:.3g})")
-    with staging_folder(target) as staging:
-        try:
-            _write_model_folder(staging, merged, tokenizer, options.max_shard_size)
-            (staging / MERGE_RECORD).write_text(json.dumps(result, indent=2))
-            _write_training_summary(staging, info, base, dtype, verification)
-        except OSError as exc:
-            raise MergeError(f"could not write the merged model next to {target}: {exc}") from exc
-        progress.phase("publish", f"publishing {target}")
-        publish(staging, target, options.overwrite)
-    return {**result, "duration_s": round(time.monotonic() - started, 3)}
 
 
 def published_result(target: str | Path, merge_id: str) -> dict[str, Any] | None:
@@ -185,7 +209,7 @@ def _load_tokenizer(info: inputs.AdapterInfo, base: Path) -> Any:
 
 
 def _load_base(base: Path, dtype: str) -> Any:
-    """Unquantized on purpose: the merge must land in full-precision weights (protocols §3.4)."""
+    """Unquantized on purpose: merging into 4-bit weights would round the adapter's update away."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -239,4 +263,4 @@ def _write_training_summary(
             "relative_error": verification["relative_error"],
         },
     }
-    (folder / inputs.TRAINING_SUMMARY).write_text(json.dumps(summary, indent=2))
+    (folder / TRAINING_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))

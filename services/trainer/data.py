@@ -1,6 +1,6 @@
 """Conversation files in, masked token sequences out, with every dropped sample accounted for.
 
-Input is the common conversation format (spec §1.1): a JSON list, or JSON lines, of
+Input is the common conversation format the ingestor writes: a JSON list, or JSON lines, of
 ``{"id", "conversations": [{"from": "human" | "gpt", "value"}]}``. Samples that cannot be masked
 are counted by reason and reported; more than ``MAX_LOST_FRACTION`` of them fails the job,
 because a silently shrinking dataset (the original's "tokenization mismatch ... (ignored)") is

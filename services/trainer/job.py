@@ -37,13 +37,13 @@ from services.trainer.model_setup import (
     tokenizer_has_chat_template,
 )
 from services.trainer.packing import PackedCollator, PackedRows, PaddedCollator, SingleSamples
-from services.trainer.rendering import CHAT_TEMPLATE, template_name_for, training_conversation
+from services.trainer.rendering import template_name_for, training_conversation
+from shared.contracts import CHAT_TEMPLATE, TRAINING_SUMMARY_FILE
 from shared.training import FineTuneRequest, model_context_length
 
 __all__ = ["TrainingError", "TrainingOptions", "run_training", "validate_request"]
 
 RESULT_FILE = "result.json"
-SUMMARY_FILE = "camel_training.json"
 OOM_HINT = (
     "Try a smaller batch_size (with more gradient_accumulation_steps to keep the global batch), "
     "a shorter max_length, method qlora, or gradient_checkpointing."
@@ -97,139 +97,194 @@ def run_training(
     Raises ``TrainingError`` for failures the user can act on. Returns the result dict
     (``status`` succeeded or cancelled); a cancelled job writes nothing more.
     """
-    from accelerate import PartialState
-
-    options = options or TrainingOptions()
-    output_dir = Path(output_dir)
-    # The same process group the Trainer will use (on CPU: gloo between processes, if any).
-    process = PartialState(cpu=not torch.cuda.is_available())
-    is_main = process.is_main_process
-    emit = (on_event or (lambda event: None)) if is_main else (lambda event: None)
-    stop = should_stop or (lambda: False)
-
-    def message(level: str, text: str) -> None:
-        emit({"type": "message", "level": level, "message": text})
-
-    recorded = _recorded_result(output_dir)
+    run = _TrainingRun(request, Path(output_dir), on_event, should_stop, options)
+    recorded = _recorded_result(run.output_dir)
     if recorded is not None:
-        message("info", "this job already finished; returning its recorded result")
+        run.message("info", "this job already finished; returning its recorded result")
         return recorded
     problems = validate_request(request)
     if problems:
         raise TrainingError("; ".join(f"{field}: {text}" for field, text in problems))
-    hp = request.hyperparameters.resolved(request.method)
-    if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        checkpoints.clear_staging(output_dir)
+    return run.train()
 
-    precision = resolve_precision(options.precision)
-    attention = attention_implementation()
-    tokenizer = load_tokenizer(request.model)
-    template_name = template_name_for(
-        request.model, bool(getattr(tokenizer, "chat_template", None)), request.template
-    )
-    try:
-        template = training_conversation(template_name, tokenizer)
-    except ValueError as exc:
-        raise TrainingError(f"template {template_name}: {exc}") from exc
-    message("info", f"rendering conversations with the {template_name} template")
-    data = prepare_data(
-        request.training_file,
-        request.validation_file,
-        request.validation_split,
-        request.seed,
-        template,
-        tokenizer,
-        hp.max_length,
-        message,
-    )
-    padding = options.padding or ("pack" if hp.packing else "longest")
-    train_set, eval_set, collator = _datasets(data, padding, hp.max_length, tokenizer, attention)
-    message("info", _data_summary(data, train_set, padding, hp.max_length))
-    if stop_agreed(stop):
-        return _cancelled(data, 0, 0)
 
-    checkpoints_dir = output_dir / "checkpoints"
-    # Arguments before the model: under DeepSpeed ZeRO-3 they make loading partition the weights
-    # across processes instead of each process holding the whole model.
-    args = build_training_args(
-        request, hp, checkpoints_dir, precision, eval_set is not None, options
-    )
-    if padding == "longest":
-        args.train_sampling_strategy = "group_by_length"
-    set_seed(request.seed)  # LoRA's initial weights come from the global RNG
-    try:
-        model = load_model(request.model, request.method, hp, precision, attention)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise TrainingError(f"out of memory loading {request.model}. {OOM_HINT}") from exc
-    message("info", f"method {request.method}, {precision} precision, {attention} attention")
+class _TrainingRun:
+    """One call of ``run_training``: the process group, the event channel and the phases."""
 
-    if is_main:
-        for path in checkpoints.discard_incomplete_checkpoints(checkpoints_dir):
-            message("warn", f"removed incomplete checkpoint {path.name}")
-    process.wait_for_everyone()
-    resume = checkpoints.newest_complete_checkpoint(checkpoints_dir)
-    reporter = EventReporter(emit, output_dir / "tensorboard")
-    cancel = CancelOnRequest(stop)
-    callbacks: list[Any] = [CheckpointOnSchedule(), reporter, cancel]
-    progress = ProgressBar() if options.progress else None
-    if progress is not None:
-        callbacks.append(progress)
-    trainer = CamelTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=collator,
-        callbacks=callbacks,
-    )
-    trainer.remove_callback(PrinterCallback)  # our events replace its printed log dicts
-    if resume is not None:
-        step = checkpoints.checkpoint_step(resume)
-        message("info", f"resuming from {resume.name} (step {step})")
-    if stop_agreed(stop):
-        return _cancelled(data, trainer.state.global_step, 0)
+    def __init__(
+        self,
+        request: FineTuneRequest,
+        output_dir: Path,
+        on_event: Callable[[dict], None] | None,
+        should_stop: Callable[[], bool] | None,
+        options: TrainingOptions | None,
+    ) -> None:
+        from accelerate import PartialState
 
-    started = time.monotonic()
-    try:
-        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-        if not _is_out_of_memory(exc):
-            raise
-        step = trainer.state.global_step
-        raise TrainingError(f"out of memory at step {step}. {OOM_HINT}") from exc
+        self.request = request
+        self.output_dir = output_dir
+        self.options = options or TrainingOptions()
+        # The same process group the Trainer will use (on CPU: gloo between processes, if any).
+        self.process = PartialState(cpu=not torch.cuda.is_available())
+        self.is_main = self.process.is_main_process
+        self._emit = (on_event or (lambda event: None)) if self.is_main else (lambda event: None)
+        self.stop = should_stop or (lambda: False)
+        self.hp = request.hyperparameters.resolved(request.method)
+        self.checkpoints_dir = output_dir / "checkpoints"
+
+    def message(self, level: str, text: str) -> None:
+        self._emit({"type": "message", "level": level, "message": text})
+
+    def train(self) -> dict[str, Any]:
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            checkpoints.clear_staging(self.output_dir)
+        precision = resolve_precision(self.options.precision)
+        attention = attention_implementation()
+        tokenizer, template_name, data = self._prepare_data()
+        padding = self.options.padding or ("pack" if self.hp.packing else "longest")
+        train_set, eval_set, collator = _datasets(
+            data, padding, self.hp.max_length, tokenizer, attention
+        )
+        self.message("info", _data_summary(data, train_set, padding, self.hp.max_length))
+        if stop_agreed(self.stop):
+            return _cancelled(data, 0, 0)
+        # Arguments before the model: under DeepSpeed ZeRO-3 they make loading partition the
+        # weights across processes instead of each process holding the whole model.
+        args = build_training_args(
+            self.request,
+            self.hp,
+            self.checkpoints_dir,
+            precision,
+            eval_set is not None,
+            self.options,
+        )
+        if padding == "longest":
+            args.train_sampling_strategy = "group_by_length"
+        model = self._load_model(precision, attention)
+        resume = self._resume_point()
+        cancel = CancelOnRequest(self.stop)
+        trainer = CamelTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            data_collator=collator,
+            callbacks=self._callbacks(cancel),
+        )
+        trainer.remove_callback(PrinterCallback)  # our events replace its printed log dicts
+        return self._fit(trainer, resume, cancel, data, (tokenizer, template_name))
+
+    def _prepare_data(self) -> tuple[Any, str, PreparedData]:
+        request = self.request
+        tokenizer = load_tokenizer(request.model)
+        template_name = template_name_for(
+            request.model, bool(getattr(tokenizer, "chat_template", None)), request.template
+        )
+        try:
+            template = training_conversation(template_name, tokenizer)
+        except ValueError as exc:
+            raise TrainingError(f"template {template_name}: {exc}") from exc
+        self.message("info", f"rendering conversations with the {template_name} template")
+        data = prepare_data(
+            request.training_file,
+            request.validation_file,
+            request.validation_split,
+            request.seed,
+            template,
+            tokenizer,
+            self.hp.max_length,
+            self.message,
+        )
+        return tokenizer, template_name, data
+
+    def _load_model(self, precision: str, attention: str) -> Any:
+        request = self.request
+        set_seed(request.seed)  # LoRA's initial weights come from the global RNG
+        try:
+            model = load_model(request.model, request.method, self.hp, precision, attention)
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            raise TrainingError(f"out of memory loading {request.model}. {OOM_HINT}") from exc
+        self.message(
+            "info", f"method {request.method}, {precision} precision, {attention} attention"
+        )
+        return model
+
+    def _callbacks(self, cancel: CancelOnRequest) -> list[Any]:
+        reporter = EventReporter(self._emit, self.output_dir / "tensorboard")
+        callbacks: list[Any] = [CheckpointOnSchedule(), reporter, cancel]
+        if self.options.progress:
+            callbacks.append(ProgressBar())
+        return callbacks
+
+    def _resume_point(self) -> Path | None:
+        if self.is_main:
+            for path in checkpoints.discard_incomplete_checkpoints(self.checkpoints_dir):
+                self.message("warn", f"removed incomplete checkpoint {path.name}")
+        self.process.wait_for_everyone()
+        resume = checkpoints.newest_complete_checkpoint(self.checkpoints_dir)
+        if resume is not None:
+            step = checkpoints.checkpoint_step(resume)
+            self.message("info", f"resuming from {resume.name} (step {step})")
+        return resume
+
+    def _fit(
+        self,
+        trainer: CamelTrainer,
+        resume: Path | None,
+        cancel: CancelOnRequest,
+        data: PreparedData,
+        rendering: tuple[Any, str],
+    ) -> dict[str, Any]:
+        """Train (from ``resume`` if given), then save ``final/`` and the result."""
+        tokenizer, template_name = rendering
+        if stop_agreed(self.stop):
+            return _cancelled(data, trainer.state.global_step, 0)
+        started = time.monotonic()
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if not _is_out_of_memory(exc):
+                raise
+            step = trainer.state.global_step
+            raise TrainingError(f"out of memory at step {step}. {OOM_HINT}") from exc
+        state = trainer.state
+        if cancel.cancelled:
+            self.message("info", f"cancelled at step {state.global_step}")
+            return _cancelled(data, state.global_step, state.num_input_tokens_seen)
+        metrics = _final_metrics(trainer, output.training_loss)
+        metrics["train_runtime_s"] = time.monotonic() - started
+        final_dir = _save_final(
+            trainer, tokenizer, self.request, template_name, self.output_dir, self.is_main
+        )
+        result = {
+            "status": "succeeded",
+            "final_dir": str(final_dir),
+            "trained_tokens": int(state.num_input_tokens_seen),
+            "steps": int(state.global_step),
+            "lost_samples": data.lost_samples,
+            "total_samples": data.total_samples,
+            "metrics": metrics,
+        }
+        if self.is_main:
+            (self.output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+            self.message("info", f"finished: {state.global_step} steps, final model in {final_dir}")
+        return result
+
+
+def _final_metrics(trainer: CamelTrainer, training_loss: float) -> dict[str, Any]:
     state = trainer.state
-    if cancel.cancelled:
-        message("info", f"cancelled at step {state.global_step}")
-        return _cancelled(data, state.global_step, state.num_input_tokens_seen)
-
-    metrics: dict[str, Any] = {"train_loss": output.training_loss}
+    metrics: dict[str, Any] = {"train_loss": training_loss}
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     if losses:
         metrics["final_loss"] = losses[-1]
-    if eval_set is not None:
+    if trainer.eval_dataset is not None:
         evals = [e for e in state.log_history if "eval_loss" in e]
         if evals and evals[-1].get("step") == state.global_step:
             metrics["eval_loss"] = evals[-1]["eval_loss"]
         else:
             metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-    elapsed = time.monotonic() - started
-    metrics["train_runtime_s"] = elapsed
-
-    final_dir = _save_final(trainer, tokenizer, request, template_name, output_dir, is_main)
-    result = {
-        "status": "succeeded",
-        "final_dir": str(final_dir),
-        "trained_tokens": int(state.num_input_tokens_seen),
-        "steps": int(state.global_step),
-        "lost_samples": data.lost_samples,
-        "total_samples": data.total_samples,
-        "metrics": metrics,
-    }
-    if is_main:
-        (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
-        message("info", f"finished: {state.global_step} steps, final model in {final_dir}")
-    return result
+    return metrics
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -319,7 +374,7 @@ def _save_final(
             "steps": trainer.state.global_step,
             "hyperparameters": request.hyperparameters.resolved(request.method).model_dump(),
         }
-        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        (staging / TRAINING_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         final = checkpoints.publish_final(output_dir)
     else:
         final = output_dir / "final"

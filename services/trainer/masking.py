@@ -5,7 +5,8 @@ from a fast tokenizer. A token is trained when it overlaps a reply's text, and s
 after the reply up to and including the first special token (the template's end of turn: ``</s>``
 or the tokenizer's EOS for vicuna_v1.1, ``<|im_end|>`` for ChatML). The system prompt, user turns,
 role prefixes and whatever a template puts after the end-of-turn token keep ``IGNORE_INDEX``.
-The original instead counted tokens of string pieces, which silently drifted (spec §3.1).
+The original instead counted tokens of string pieces, which silently drifted off the real token
+boundaries whenever a piece tokenized differently on its own, and dropped such samples unseen.
 """
 
 from __future__ import annotations

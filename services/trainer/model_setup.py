@@ -1,6 +1,6 @@
 """Load the base model and tokenizer for a method: full, LoRA (peft) or QLoRA (bitsandbytes).
 
-QLoRA follows the original's recipe (spec §3.3, protocols §3.3): NF4 with double quantization,
+QLoRA follows the original's recipe and the QLoRA paper's: NF4 with double quantization,
 16-bit compute where the device has it, LoRA on every linear layer except the output head,
 k-bit preparation (norms in fp32, input gradients for checkpointing). Attention is PyTorch SDPA,
 or flash-attention 2 when it is installed on a CUDA machine.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.contracts import CHAT_TEMPLATE, special_tokens_of
 from shared.conversation import (
     Conversation,
     chat_template_conversation,
@@ -20,7 +21,6 @@ from shared.conversation import (
 )
 
 VICUNA = "vicuna_v1.1"
-CHAT_TEMPLATE = "chat_template"
 USER_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant"}
 
@@ -64,12 +64,6 @@ def template_name_for(model_path: str, has_chat_template: bool, requested: str) 
         return requested
     name = default_template_name(model_path, has_chat_template)
     return CHAT_TEMPLATE if name == CHAT_TEMPLATE else VICUNA
-
-
-def special_tokens_of(tokenizer: Any) -> dict[str, str]:
-    """The special-token strings a chat template may reference (as serving passes them)."""
-    names = ("bos_token", "eos_token", "unk_token", "pad_token")
-    return {name: str(getattr(tokenizer, name)) for name in names if getattr(tokenizer, name)}
 
 
 def training_conversation(template_name: str, tokenizer: Any) -> Conversation:

@@ -142,19 +142,10 @@ def _print_event(event: dict[str, Any], write: Any) -> None:
         write("[metrics] " + ", ".join(parts))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _request_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple:
+    """(FineTuneRequest, checkpoints to keep) from --request-file or the flags."""
     from pydantic import ValidationError
-    from tqdm.auto import tqdm
 
-    from services.trainer.job import TrainingError, TrainingOptions, run_training
-
-    if args.list_presets:
-        from services.trainer.presets import main as list_presets
-
-        list_presets([])
-        return 0
     if args.request_file is not None:
         if args.output_dir is None:
             parser.error("--output-dir is required")
@@ -162,16 +153,18 @@ def main(argv: list[str] | None = None) -> int:
             request = FineTuneRequest.model_validate_json(args.request_file.read_text())
         except (OSError, ValidationError) as exc:
             parser.error(f"--request-file: {exc}")
-        save_total_limit = args.save_total_limit if args.save_total_limit is not None else 3
-    elif not (args.base_model and args.data_path and args.output_dir):
+        return request, args.save_total_limit if args.save_total_limit is not None else 3
+    if not (args.base_model and args.data_path and args.output_dir):
         parser.error("--base-model, --data-path and --output-dir are required")
-    else:
-        try:
-            request, save_total_limit = request_from_args(args)
-        except ValidationError as exc:
-            parser.error(str(exc))
+    try:
+        return request_from_args(args)
+    except ValidationError as exc:
+        parser.error(str(exc))
 
-    stop_requested = []
+
+def _stop_on_signals() -> list[int]:
+    """SIGTERM and SIGINT stop the run after the current step; the list says whether one came."""
+    stop_requested: list[int] = []
 
     def request_stop(signum: int, frame: Any) -> None:
         print(f"signal {signum}: stopping after this step", file=sys.stderr, flush=True)
@@ -179,26 +172,47 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    return stop_requested
+
+
+def _event_printer(events_path: Path | None) -> Any:
+    """Prints each event above the progress bar, and appends it to ``events_path`` if given."""
+    from tqdm.auto import tqdm
+
+    events_file = events_path.open("a") if events_path else None
+
+    def on_event(event: dict[str, Any]) -> None:
+        _print_event(event, tqdm.write)
+        if events_file is not None:
+            events_file.write(json.dumps(event) + "\n")
+            events_file.flush()
+
+    return on_event
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from services.trainer.job import TrainingError, TrainingOptions, run_training
+
+    if args.list_presets:
+        from services.trainer.presets import main as list_presets
+
+        list_presets([])
+        return 0
+    request, save_total_limit = _request_from(parser, args)
+    stop_requested = _stop_on_signals()
     options = TrainingOptions(
         precision=args.precision,
         padding=args.padding,
         save_total_limit=save_total_limit,
         progress=not args.no_progress,
     )
-    writer = tqdm.write  # prints above the progress bar
-    events_file = args.events_file.open("a") if args.events_file else None
-
-    def on_event(event: dict[str, Any]) -> None:
-        _print_event(event, writer)
-        if events_file is not None:
-            events_file.write(json.dumps(event) + "\n")
-            events_file.flush()
-
     try:
         result = run_training(
             request,
             args.output_dir,
-            on_event=on_event,
+            on_event=_event_printer(args.events_file),
             should_stop=lambda: bool(stop_requested),
             options=options,
         )

@@ -1,4 +1,4 @@
-"""Loss mask: every assistant token and end-of-turn token is trained, nothing else (spec §3.1)."""
+"""Loss mask: every assistant token and end-of-turn token is trained, nothing else."""
 
 from __future__ import annotations
 
