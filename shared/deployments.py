@@ -1,7 +1,7 @@
 """Deployments: models the serving side loads on request, without restarting the stack.
 
 The controller writes one record per deployed model name (``POST /v1/models/{name}/deploy``);
-a model pool (``services.model_worker.pool``) claims pending records, starts a model worker for
+a model pool (``services.model_pool``) claims pending records, starts a model worker for
 each, and moves the record along::
 
     pending -> loading -> deployed        (a worker serves it and is registered)

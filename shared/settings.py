@@ -79,41 +79,79 @@ class ControllerSettings(_Section):
     known_model_ttl: float = 86400.0
 
 
-class WorkerSettings(_Section):
+class ModelSettings(_Section):
+    """The model a process runs and how (``WORKER_*``): shared by the worker and the terminal
+    chat, which read the same variables."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    model_path: str = Field(
+        "", description="local Hugging Face folder or Hub id; empty: the embedded default model"
+    )
+    conv_template: str = Field(
+        "",
+        description="vicuna_v1.1, one_shot or chat_template; empty: chosen from the model "
+        "(the template it was trained with, else by its name and tokenizer)",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    load_8bit: bool = Field(False, description="quantize to 8 bits with bitsandbytes")
+    load_4bit: bool = Field(False, description="quantize to 4 bits (NF4) with bitsandbytes")
+    stream_interval: int = Field(2, description="tokens between streamed snapshots")
+    seed: int | None = Field(None, description="random seed, for repeatable sampling")
+
+
+class WorkerSettings(ModelSettings):
+    """A model worker: the model (``ModelSettings``), how it serves it, and where it registers."""
+
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = 21002
-    # The URL the controller and clients use to reach this worker; derived from host/port if empty.
-    address: str = ""
-    model_path: str = ""
-    # Comma-separated names the model is served under; default: last component of model_path.
-    model_names: str = ""
-    conv_template: str = ""
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    load_8bit: bool = False
-    load_4bit: bool = False
-    # batch: continuous batching; sequential: one request at a time per thread (the original's way).
-    engine: Literal["batch", "sequential"] = "batch"
-    # Requests decoded at once (FastChat's --limit-model-concurrency); more wait in the queue.
-    limit_model_concurrency: int = 32
-    # Waiting requests beyond this are refused with 429 and Retry-After.
-    max_queue: int = 256
-    # Prompt tokens prefilled per scheduler step, so long prompts do not stall running streams.
-    prefill_chunk: int = 512
-    stream_interval: int = 2
-    heart_beat_interval: float = 2.0
-    no_register: bool = False
-    seed: int | None = None
-    # local: the model runs here; tgi / openai: forward to an existing server at backend_url.
-    backend: Literal["local", "tgi", "openai"] = "local"
+    address: str = Field(
+        "",
+        description="URL the controller and clients use to reach this worker; "
+        "empty: derived from host and port",
+    )
+    model_names: str = Field(
+        "", description="comma-separated names to serve under; empty: the model folder's name"
+    )
+    engine: Literal["batch", "sequential"] = Field(
+        "batch",
+        description="batch: continuous batching; sequential: one request at a time per thread "
+        "(the original's way)",
+    )
+    limit_model_concurrency: int = Field(
+        32, description="requests decoded at once; more wait in the queue"
+    )
+    max_queue: int = Field(
+        256, description="waiting requests beyond this are refused with 429 and Retry-After"
+    )
+    prefill_chunk: int = Field(
+        512,
+        description="prompt tokens prefilled per scheduler step, so long prompts do not stall "
+        "running streams",
+    )
+    heart_beat_interval: float = Field(2.0, description="seconds between heartbeats")
+    register_to_controller: bool = Field(
+        True, description="register with the controller and keep sending heartbeats"
+    )
+    backend: Literal["local", "tgi", "openai"] = Field(
+        "local",
+        description="local: the model runs here; tgi / openai: forward to an existing server at "
+        "backend_url",
+    )
     backend_url: str = ""
-    backend_model: str = ""
+    backend_model: str = Field("", description="model name on an openai backend")
     backend_api_key: str = ""
-    # Remote backends: the tokenizer for templates and token counts (default: model_path).
-    tokenizer_path: str = ""
-    context_len: int = 4096
+    tokenizer_path: str = Field(
+        "",
+        description="remote backends: the tokenizer for templates and token counts; "
+        "empty: model_path",
+    )
+    context_len: int = Field(
+        4096, description="remote backends: context length when the server does not say"
+    )
 
 
 class PoolSettings(_Section):
@@ -122,22 +160,27 @@ class PoolSettings(_Section):
     model_config = SettingsConfigDict(env_prefix="POOL_", extra="ignore")
 
     host: str = "127.0.0.1"
-    # The pool's own HTTP port (health and what it runs).
-    port: int = 21099
-    # Ports handed to the model workers it starts, "first-last".
-    port_range: str = "21100-21199"
-    # Host name the controller and clients use to reach this pool's workers; empty: ``host``.
-    advertise_host: str = ""
-    # Most models served at once by this pool.
-    max_models: int = 4
-    # Name of this pool in deployment records; empty: hostname:pid.
-    name: str = ""
-    # Seconds between looks at the deployment records.
-    poll_interval: float = 1.0
-    # Seconds a model worker may take to load and answer before its deployment fails.
-    load_timeout: float = 600.0
-    # Extra flags for every model worker it starts (e.g. "--dtype bfloat16 --max-batch-size 16").
-    worker_args: str = ""
+    port: int = Field(21099, description="the pool's own HTTP port (health and what it runs)")
+    port_range: str = Field(
+        "21100-21199", description='ports handed to the model workers it starts, "first-last"'
+    )
+    advertise_host: str = Field(
+        "",
+        description="host name the controller and clients use to reach its workers; empty: host",
+    )
+    max_models: int = Field(4, description="most models served at once by this pool")
+    name: str = Field("", description="name of this pool in deployment records; empty: host:pid")
+    poll_interval: float = Field(1.0, description="seconds between looks at the deployment records")
+    load_timeout: float = Field(
+        600.0,
+        description="seconds a model worker may take to load and answer before its deployment "
+        "fails",
+    )
+    worker_args: str = Field(
+        "",
+        description='extra flags for every model worker it starts (e.g. "--dtype bfloat16 '
+        '--max-batch-size 16")',
+    )
 
 
 class WebUISettings(_Section):

@@ -42,7 +42,7 @@ def test_samples_become_a_deployed_fine_tuned_model_that_answers(
     first = free_port()
     pool_port = free_port()
     pool = service(
-        "services.model_worker.pool",
+        "services.model_pool",
         "--port",
         str(pool_port),
         "--port-range",

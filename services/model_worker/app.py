@@ -1,12 +1,19 @@
-"""HTTP routes of the model worker (FastChat worker protocol, spec §4.4)."""
+"""HTTP routes of the model worker: FastChat's worker protocol, plus health and metrics.
+
+The FastChat routes take ``GenerateParams`` and answer NUL-framed JSON snapshots
+(``/worker_generate_stream``) or the last snapshot (``/worker_generate``); the worker's status,
+token counts, context length and conversation template are there for the controller and clients.
+The engine's refusals become ``{"text", "error_code", "param"}`` with 400 (a bad parameter) or
+429 with ``Retry-After`` (queue full). The TGI routes live in ``tgi_api.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -14,16 +21,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.model_worker.engine import ServingEngine, new_request_id
+from services.model_worker.errors import EngineError, EngineOverloaded, InvalidRequest
 from services.model_worker.registration import ControllerLink
 from services.model_worker.tgi_api import install_tgi_api
-from shared.http_errors import install_error_handlers
+from shared.contracts import REQUEST_ID_HEADER
+from shared.http_errors import error_response, install_error_handlers
 from shared.schemas import CountTokenRequest, GenerateParams, WorkerStatus
 from shared.worker_protocol import encode_chunk
 
 log = logging.getLogger(__name__)
 
-
-REQUEST_ID_HEADER = "X-Request-Id"
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def request_id_of(request: Request) -> str:
@@ -31,24 +39,33 @@ def request_id_of(request: Request) -> str:
     return request.headers.get(REQUEST_ID_HEADER) or new_request_id()
 
 
-def create_app(
+def fastchat_error(exc: EngineError) -> JSONResponse:
+    """An engine refusal as the FastChat protocol answers it."""
+    if isinstance(exc, EngineOverloaded):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(429, exc.message, exc.code, headers=headers)
+    if isinstance(exc, InvalidRequest):
+        return error_response(400, exc.message, exc.code, exc.param)
+    return error_response(500, exc.message, exc.code)
+
+
+def controller_lifespan(
     engine: ServingEngine,
     worker_address: str,
     controller_address: str,
-    heart_beat_interval: float = 2.0,
-    register: bool = True,
-) -> FastAPI:
+    heart_beat_interval: float,
+    register: bool,
+) -> Lifespan:
+    """Register and heartbeat while the app runs (when ``register``); unregister and release
+    the engine on the way out."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = link = None
         async with httpx.AsyncClient() as client:
+            link = task = None
             if register:
                 link = ControllerLink(
-                    client,
-                    controller_address,
-                    worker_address,
-                    engine.status,
-                    heart_beat_interval,
+                    client, controller_address, worker_address, engine.status, heart_beat_interval
                 )
                 task = asyncio.create_task(link.run(), name="controller-link")
             log.info(
@@ -62,9 +79,10 @@ def create_app(
                 await link.unregister()
         engine.shutdown()
 
-    app = FastAPI(title="camel-chat model worker", lifespan=lifespan)
-    install_error_handlers(app)
+    return lifespan
 
+
+def install_generation_routes(app: FastAPI, engine: ServingEngine) -> None:
     async def framed(chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             yield encode_chunk(chunk)
@@ -72,7 +90,7 @@ def create_app(
     async def generate_stream(params: GenerateParams, request: Request) -> StreamingResponse:
         engine.validate(params)
         request_id = request_id_of(request)
-        chunks = engine.open_stream(params, request_id=request_id)  # admits now, or 429
+        chunks = engine.open_stream(params, request_id=request_id)  # admitted now, or refused
         return StreamingResponse(
             framed(chunks),
             media_type="application/octet-stream",
@@ -89,6 +107,10 @@ def create_app(
     app.post("/worker_generate_completion_stream")(generate_stream)
     app.post("/worker_generate")(generate)
     app.post("/worker_generate_completion")(generate)
+
+
+def install_model_routes(app: FastAPI, engine: ServingEngine) -> None:
+    """What the controller and clients ask about the model; health and metrics."""
 
     @app.post("/worker_get_status")
     async def worker_get_status() -> WorkerStatus:
@@ -110,10 +132,29 @@ def create_app(
     async def metrics() -> Response:
         return Response(engine.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    install_tgi_api(app, engine)
-
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", **engine.status().model_dump()}
 
+
+def create_app(
+    engine: ServingEngine,
+    worker_address: str,
+    controller_address: str,
+    heart_beat_interval: float = 2.0,
+    register: bool = True,
+) -> FastAPI:
+    lifespan = controller_lifespan(
+        engine, worker_address, controller_address, heart_beat_interval, register
+    )
+    app = FastAPI(title="camel-chat model worker", lifespan=lifespan)
+    install_error_handlers(app)
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
+        return fastchat_error(exc)
+
+    install_generation_routes(app, engine)
+    install_model_routes(app, engine)
+    install_tgi_api(app, engine)
     return app

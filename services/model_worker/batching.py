@@ -22,6 +22,7 @@ import torch
 from services.model_worker.decoding import SequenceDecoder
 from services.model_worker.kv_batch import KVBatch
 from services.model_worker.sampling import Sampler
+from shared.constants import ErrorCode
 from shared.schemas import GenerateParams
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,15 @@ class Sequence:
 
 
 def error_chunk_for(exc: BaseException) -> dict[str, Any]:
+    """The last chunk of a request whose generation raised: the client sees why."""
     if isinstance(exc, torch.OutOfMemoryError):
-        return {"text": f"Out of memory while generating: {exc}", "error_code": 50002}
+        return {
+            "text": f"Out of memory while generating: {exc}",
+            "error_code": int(ErrorCode.CUDA_OUT_OF_MEMORY),
+        }
     return {
         "text": f"Internal error while generating: {type(exc).__name__}: {exc}",
-        "error_code": 50001,
+        "error_code": int(ErrorCode.INTERNAL_ERROR),
     }
 
 
@@ -149,7 +154,12 @@ class BatchScheduler:
                     self._wake.wait(timeout=0.5)
                     self._wake.clear()
         for seq in [*self._rows, *self._waiting, *self._incoming]:
-            seq.finish({"text": "The worker is shutting down.", "error_code": 50001})
+            seq.finish(
+                {
+                    "text": "The worker is shutting down.",
+                    "error_code": int(ErrorCode.INTERNAL_ERROR),
+                }
+            )
 
     def _iteration(self) -> bool:
         while self._incoming:

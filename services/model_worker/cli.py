@@ -8,7 +8,6 @@ program driving stdin/stdout (programmatic). Unlike the original, ``!exit`` and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -17,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from pydantic import ValidationError
 
-from services.model_worker.args import add_model_args, load_from_args
+from services.model_worker.args import load_configured_model, with_default_model
+from shared.cli import SettingsParser
 from shared.constants import ErrorCode
 from shared.schemas import GenerateParams
-from shared.settings import WorkerSettings
+from shared.settings import ModelSettings
 
 if TYPE_CHECKING:
     from shared.conversation import Conversation
@@ -29,7 +29,8 @@ EXIT_COMMAND = "!exit"
 RESET_COMMAND = "!reset"
 EXIT_MESSAGE = "exit..."
 RESET_NOTICE = "Conversation reset: history cleared."
-# Ends one message in programmatic style (spec §4.6); unlikely to occur in real text.
+# Ends each input message in programmatic style, so a message may span lines; unlikely to occur
+# in real text.
 PROGRAMMATIC_TERMINATOR = "9745805894023423"
 STYLES = ("simple", "rich", "programmatic")
 
@@ -309,56 +310,74 @@ def chat_loop(
         io.print_message(EXIT_MESSAGE)
 
 
-def build_parser(settings: WorkerSettings) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Chat with a model in the terminal (in-process, no servers). "
-        f"Type {EXIT_COMMAND} or an empty line to leave, {RESET_COMMAND} to start over."
+# This session's sampling flags: each sets the GenerationSettings field of the same name.
+_SAMPLING_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--temperature", float, "below 1e-5: greedy"),
+    ("--repetition-penalty", float, "above 1.0: repeated tokens are less likely"),
+    ("--max-new-tokens", int, "longest answer, in tokens"),
+)
+
+
+def build_parser() -> SettingsParser:
+    """The model flags come from ``ModelSettings`` (``WORKER_*``, as the worker reads them); the
+    sampling and display flags belong to this chat session only."""
+    cli = SettingsParser(
+        "Chat with a model in the terminal (in-process, no servers). "
+        f"Type {EXIT_COMMAND} or an empty line to leave, {RESET_COMMAND} to start over.",
+        ModelSettings,
+        aliases={"--repetition_penalty": "--repetition-penalty"},
+        prog="python -m services.model_worker.cli",
     )
-    add_model_args(parser, settings)
-    parser.add_argument("--temperature", type=float, default=0.7)
+    parser = cli.parser
+    defaults = GenerationSettings()
+    for flag, kind, help_text in _SAMPLING_FLAGS:
+        field = flag.removeprefix("--").replace("-", "_")
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=getattr(defaults, field),
+            help=f"{help_text} (default: %(default)s)",
+        )
     parser.add_argument(
-        "--repetition-penalty",
-        "--repetition_penalty",
-        dest="repetition_penalty",
-        type=float,
-        default=1.0,
+        "--style",
+        choices=STYLES,
+        default="simple",
+        help="simple: plain lines; rich: line editor and Markdown; programmatic: for programs "
+        "(default: %(default)s)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--style", choices=STYLES, default="simple")
     parser.add_argument(
         "--debug", action="store_true", help='print {"prompt", "outputs"} after each turn'
     )
-    parser.add_argument("--seed", type=int, default=settings.seed, help="for repeatable sampling")
-    return parser
+    return cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = WorkerSettings()
-    parser = build_parser(settings)
-    args = parser.parse_args(argv)
+    cli = build_parser()
+    args = cli.parse(argv)
+    model = with_default_model(cli.settings(ModelSettings))
     gen = GenerationSettings(
         temperature=args.temperature,
         repetition_penalty=args.repetition_penalty,
         max_new_tokens=args.max_new_tokens,
-        stream_interval=settings.stream_interval,
-        seed=args.seed,
+        stream_interval=model.stream_interval,
+        seed=model.seed,
         debug=args.debug,
     )
     try:  # bad sampling values fail now, not after the model has loaded
         gen.params("", None)
     except ValidationError as exc:
-        parser.error(str(exc))
+        cli.parser.error(str(exc))
 
     from shared.logging_setup import configure_logging
 
     configure_logging("cli", "WARNING")
     try:
-        loaded, conv = load_from_args(parser, args)
+        loaded, conv = load_configured_model(cli.parser, model)
     except KeyboardInterrupt:
         print(EXIT_MESSAGE)
         return
     if gen.max_new_tokens >= loaded.context_len:
-        parser.exit(
+        cli.parser.exit(
             2,
             f"error: --max-new-tokens {gen.max_new_tokens} leaves no room for the prompt in the "
             f"model's context of {loaded.context_len} tokens\n",

@@ -18,6 +18,15 @@ def stop_token_ids(params: GenerateParams, tokenizer: Any, extra: list[int]) -> 
     return ids
 
 
+def usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """The ``usage`` of a snapshot: exact counts of prompt and generated tokens."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
 class SequenceDecoder:
     """Follows one generation token by token and says what to send and when to stop.
 
@@ -48,14 +57,6 @@ class SequenceDecoder:
         self.token_events = token_events
         self._special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
 
-    def _usage(self) -> dict[str, int]:
-        n = len(self.generated)
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": n,
-            "total_tokens": self.prompt_tokens + n,
-        }
-
     def add(self, token: int, logprob: float | None = None) -> dict[str, Any] | None:
         """Record a sampled token; return a snapshot to send, if one is due."""
         step = len(self.generated)
@@ -78,7 +79,7 @@ class SequenceDecoder:
         chunk: dict[str, Any] = {
             "text": self._prefix + text,
             "error_code": 0,
-            "usage": self._usage(),
+            "usage": usage_of(self.prompt_tokens, len(self.generated)),
             "finish_reason": None,
         }
         if self.token_events:

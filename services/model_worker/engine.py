@@ -5,8 +5,8 @@
   ``max_batch_size`` at once; kept as a fallback and as the benchmark's baseline.
 
 Both keep the event loop free (status calls and heartbeats answer while generating), bound the
-number of waiting requests (beyond it: 429 with Retry-After), and stop a request's generation at
-its next token when its client goes away.
+number of waiting requests (beyond it a request is refused at once with ``EngineOverloaded``, to be
+retried later), and stop a request's generation at its next token when its client goes away.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import Any, Literal
 
 from services.model_worker.batching import END_OF_STREAM, BatchScheduler, Sequence, error_chunk_for
 from services.model_worker.decoding import SequenceDecoder
+from services.model_worker.errors import ContextOverflow, EngineOverloaded, InvalidRequest
 from services.model_worker.generation import generate_stream, prepare_prompt
 from services.model_worker.loader import LoadedModel
 from services.model_worker.metrics import WorkerMetrics
 from services.model_worker.sampling import Sampler
 from shared.constants import ErrorCode
 from shared.conversation import Conversation
-from shared.http_errors import APIError
 from shared.schemas import GenerateParams, WorkerStatus
 
 log = logging.getLogger(__name__)
@@ -106,24 +106,17 @@ class ServingEngine:
         )
 
     def validate(self, params: GenerateParams) -> None:
-        """Checks that need the model; raise APIError (400) naming the field."""
+        """Checks that need the model; raise ``InvalidRequest`` naming the parameter."""
         if not params.prompt:
-            raise APIError(400, "prompt: must not be empty", param="prompt")
+            raise InvalidRequest("prompt", "must not be empty")
         if params.max_new_tokens >= self.context_len:
-            raise APIError(
-                400,
-                f"max_new_tokens: {params.max_new_tokens} leaves no room for the prompt in the "
-                f"model's context of {self.context_len} tokens",
-                ErrorCode.PARAM_OUT_OF_RANGE,
-                "max_new_tokens",
-            )
+            raise ContextOverflow(params.max_new_tokens, self.context_len)
         bad = [i for i in params.stop_token_ids or [] if i >= self.vocab_size]
         if bad:
-            raise APIError(
-                400,
-                f"stop_token_ids: {bad} are outside the vocabulary of {self.vocab_size} tokens",
-                ErrorCode.PARAM_OUT_OF_RANGE,
+            raise InvalidRequest(
                 "stop_token_ids",
+                f"{bad} are outside the vocabulary of {self.vocab_size} tokens",
+                ErrorCode.PARAM_OUT_OF_RANGE,
             )
 
     def count_tokens(self, prompt: str) -> int:
@@ -136,7 +129,8 @@ class ServingEngine:
         request_id: str = "",
         protocol: str = "fastchat",
     ) -> AsyncIterator[dict[str, Any]]:
-        """Admit a request now (or refuse it with 429) and return its stream of snapshots.
+        """Admit a request now (or refuse it: ``EngineOverloaded``) and return its stream of
+        snapshots.
 
         With ``token_events`` every generated token produces an item carrying a ``token``
         (id, text, logprob, special) and the last one a ``stop_kind``. Closing the stream early
@@ -144,13 +138,7 @@ class ServingEngine:
         """
         if self.in_flight >= self.max_batch_size + self.max_queue:
             self.metrics.rejected("overloaded")
-            raise APIError(
-                429,
-                f"The worker is overloaded: {self.running} requests running and {self.waiting} "
-                f"waiting (limit {self.max_queue}). Retry after {RETRY_AFTER_SECONDS} s.",
-                ErrorCode.ENGINE_OVERLOADED,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            raise EngineOverloaded(self.running, self.waiting, self.max_queue, RETRY_AFTER_SECONDS)
         chunks = self._stream(params, token_events)
         return self.metrics.observe(chunks, request_id or new_request_id(), protocol)
 

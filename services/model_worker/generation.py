@@ -1,4 +1,5 @@
-"""One request at a time, token by token with a KV cache (spec §4.5).
+"""One request at a time, token by token with a KV cache: prefill the (left-truncated) prompt,
+then sample one token per step until a stop token, a stop string or ``max_new_tokens``.
 
 This is how the original worker decodes; it stays as the ``sequential`` engine (and the
 benchmark's baseline). The batching engine shares the prompt, sampling and decoding rules.

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.contracts import looks_like_path
+
 log = logging.getLogger(__name__)
 
 
@@ -67,7 +69,7 @@ def _check_source(model_path: str) -> None:
         if not (path / "config.json").exists():
             raise ModelLoadError(f"{model_path} is a folder but holds no config.json")
         return
-    if model_path.startswith((".", "/", "~")):
+    if looks_like_path(model_path):
         raise ModelLoadError(f"model folder {model_path} does not exist")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         log.info("event=hub_offline model=%s (only the local cache will be used)", model_path)

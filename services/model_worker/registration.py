@@ -1,4 +1,8 @@
-"""Registration with the controller and the heartbeat loop (spec §4.4).
+"""Registration with the controller and the heartbeat loop.
+
+The worker registers under its address with its status (``POST /register_worker``), then sends
+its queue length every heartbeat interval (``POST /receive_heart_beat``) so the controller keeps
+routing to it, and unregisters on a clean stop (``POST /unregister_worker``).
 
 Unlike the original, a controller that is down at start-up is retried instead of crashing the
 worker, and a controller that forgot the worker (restart with a new Redis, expiry) gets a fresh

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import httpx
 
+from services.model_worker.decoding import usage_of
 from services.model_worker.engine import ServingEngine
 from shared.constants import ErrorCode
 from shared.conversation import Conversation
@@ -46,13 +47,56 @@ def _snapshot(
     return {
         "text": text,
         "error_code": 0,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage_of(prompt_tokens, completion_tokens),
         "finish_reason": finish_reason,
     }
+
+
+def tgi_parameters(params: GenerateParams) -> dict[str, Any]:
+    """Our parameters as TGI's ``parameters`` (sampling options only when sampling)."""
+    sampling = params.temperature >= 1e-5 and params.top_p >= 1e-8
+    parameters: dict[str, Any] = {
+        "max_new_tokens": params.max_new_tokens,
+        "details": True,
+        "do_sample": sampling,
+        "stop": params.stop_strings()[:4],
+        "seed": params.seed,
+        "truncate": params.truncate,
+    }
+    if sampling:
+        parameters["temperature"] = params.temperature
+        if params.top_p < 1.0:
+            parameters["top_p"] = params.top_p
+        if params.top_k > 0:
+            parameters["top_k"] = params.top_k
+    if params.repetition_penalty != 1.0:
+        parameters["repetition_penalty"] = params.repetition_penalty
+    return parameters
+
+
+def openai_body(params: GenerateParams, model: str) -> dict[str, Any]:
+    """Our parameters as a streamed ``/completions`` request."""
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": params.prompt,
+        "max_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if stops := params.stop_strings():
+        body["stop"] = stops[:4]
+    if params.seed is not None:
+        body["seed"] = params.seed
+    # vLLM's extensions; sent only when they change something.
+    if params.top_k > 0:
+        body["top_k"] = params.top_k
+    if params.repetition_penalty != 1.0:
+        body["repetition_penalty"] = params.repetition_penalty
+    if params.stop_token_ids:
+        body["stop_token_ids"] = params.stop_token_ids
+    return body
 
 
 class RemoteEngine(ServingEngine):
@@ -136,26 +180,9 @@ class RemoteEngine(ServingEngine):
     async def _tgi(
         self, params: GenerateParams, token_events: bool, prompt_tokens: int
     ) -> AsyncIterator[dict[str, Any]]:
-        sampling = params.temperature >= 1e-5 and params.top_p >= 1e-8
-        parameters: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "details": True,
-            "do_sample": sampling,
-            "stop": params.stop_strings()[:4],
-            "seed": params.seed,
-            "truncate": params.truncate,
-        }
-        if sampling:
-            parameters["temperature"] = params.temperature
-            if params.top_p < 1.0:
-                parameters["top_p"] = params.top_p
-            if params.top_k > 0:
-                parameters["top_k"] = params.top_k
-        if params.repetition_penalty != 1.0:
-            parameters["repetition_penalty"] = params.repetition_penalty
         prefix = params.prompt if params.echo else ""
         response = await self._open(
-            "/generate_stream", {"inputs": params.prompt, "parameters": parameters}
+            "/generate_stream", {"inputs": params.prompt, "parameters": tgi_parameters(params)}
         )
         text, count = "", 0
         try:
@@ -191,28 +218,8 @@ class RemoteEngine(ServingEngine):
     ) -> AsyncIterator[dict[str, Any]]:
         if token_events:
             raise UpstreamError("per-token events are not available from an openai backend")
-        body: dict[str, Any] = {
-            "model": self.remote_model,
-            "prompt": params.prompt,
-            "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if stops := params.stop_strings():
-            body["stop"] = stops[:4]
-        if params.seed is not None:
-            body["seed"] = params.seed
-        # vLLM's extensions; sent only when they change something.
-        if params.top_k > 0:
-            body["top_k"] = params.top_k
-        if params.repetition_penalty != 1.0:
-            body["repetition_penalty"] = params.repetition_penalty
-        if params.stop_token_ids:
-            body["stop_token_ids"] = params.stop_token_ids
         prefix = params.prompt if params.echo else ""
-        response = await self._open("/completions", body)
+        response = await self._open("/completions", openai_body(params, self.remote_model))
         text, count, reason = "", 0, None
         try:
             async for data in sse_data(response):

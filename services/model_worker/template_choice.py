@@ -6,16 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shared.contracts import CHAT_TEMPLATE, TRAINING_SUMMARY_FILE, special_tokens_of
 from shared.conversation import (
     Conversation,
     chat_template_conversation,
     default_template_name,
     get_conv_template,
 )
-
-CHAT_TEMPLATE = "chat_template"
-# Written by the trainer next to a fine-tuned model (and copied by the merger): how it was trained.
-TRAINING_SUMMARY = "camel_training.json"
 
 
 def trained_template(model_path: str) -> str:
@@ -24,18 +21,13 @@ def trained_template(model_path: str) -> str:
     A model must be prompted the way it was trained: a base without a chat template is trained
     with vicuna_v1.1, and serving it with the name-based default (one_shot) would not match.
     """
-    summary = Path(model_path) / TRAINING_SUMMARY
+    summary = Path(model_path) / TRAINING_SUMMARY_FILE
     if not summary.is_file():
         return ""
     try:
         return str(json.loads(summary.read_text()).get("template") or "")
     except (ValueError, AttributeError):
         return ""
-
-
-def special_tokens_of(tokenizer: Any) -> dict[str, str]:
-    names = ("bos_token", "eos_token", "unk_token", "pad_token")
-    return {name: str(getattr(tokenizer, name)) for name in names if getattr(tokenizer, name)}
 
 
 def conversation_for(model_path: str, tokenizer: Any, override: str = "") -> Conversation:

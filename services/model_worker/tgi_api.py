@@ -1,5 +1,7 @@
 """TGI routes on every worker: ``POST /``, ``/generate``, ``/generate_stream``, ``/tokenize``,
-``GET /info``. Errors use TGI's ``{"error", "error_type"}`` body and status codes."""
+``GET /info``. Errors use TGI's ``{"error", "error_type"}`` body and status codes: 422 for a bad
+request, 424 when generation fails, 429 ("Model is overloaded", with ``Retry-After``) when the
+engine's queue is full."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.model_worker.engine import ServingEngine, new_request_id
+from services.model_worker.errors import EngineError, EngineOverloaded
 from services.model_worker.tgi_protocol import (
     MAX_BEST_OF,
     MAX_STOP_SEQUENCES,
@@ -23,7 +26,7 @@ from services.model_worker.tgi_protocol import (
     stream_event,
     to_generate_params,
 )
-from shared.http_errors import APIError
+from shared.contracts import REQUEST_ID_HEADER
 from shared.schemas import GenerateParams
 
 VERSION = "0.1.0"
@@ -34,35 +37,69 @@ def _sse(data: dict[str, Any]) -> bytes:
     return f"data:{json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def install_tgi_api(app: FastAPI, engine: ServingEngine) -> None:
-    tokenizer = engine.tokenizer
+def validation_error(message: str) -> JSONResponse:
+    return JSONResponse(error_body(f"Input validation error: {message}", "validation"), 422)
 
-    def validation_error(message: str) -> JSONResponse:
-        return JSONResponse(error_body(f"Input validation error: {message}", "validation"), 422)
 
-    async def read(request: Request, stream: bool | None) -> tuple[TGIRequest, GenerateParams]:
+def tgi_error(exc: EngineError) -> JSONResponse:
+    """An engine refusal as TGI answers it."""
+    if isinstance(exc, EngineOverloaded):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return JSONResponse(error_body("Model is overloaded", "overloaded"), 429, headers=headers)
+    return validation_error(exc.message)
+
+
+class TGIRoutes:
+    """The handlers of the TGI routes, over one engine."""
+
+    def __init__(self, engine: ServingEngine) -> None:
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+
+    async def _read(
+        self, request: Request, stream: bool | None
+    ) -> tuple[TGIRequest, GenerateParams]:
         try:
             body = await request.json()
         except ValueError as exc:
             raise TGIValidationError(f"malformed JSON body ({exc})") from None
         tgi = parse_request(body)
-        input_tokens = len(tokenizer(tgi.inputs).input_ids) if tgi.inputs else 0
+        input_tokens = len(self.tokenizer(tgi.inputs).input_ids) if tgi.inputs else 0
         is_stream = tgi.stream if stream is None else stream
-        return tgi, to_generate_params(tgi, input_tokens, engine.context_len, is_stream)
+        return tgi, to_generate_params(tgi, input_tokens, self.engine.context_len, is_stream)
 
-    def prefill_tokens(params: GenerateParams) -> list[dict[str, Any]]:
-        ids = tokenizer(params.prompt).input_ids
+    def _prefill_tokens(self, params: GenerateParams) -> list[dict[str, Any]]:
+        ids = self.tokenizer(params.prompt).input_ids
         if params.truncate:
             ids = ids[-params.truncate :]
-        return [{"id": i, "text": tokenizer.decode([i]), "logprob": None} for i in ids]
+        return [{"id": i, "text": self.tokenizer.decode([i]), "logprob": None} for i in ids]
 
-    def open_events(params: GenerateParams, request: Request) -> AsyncIterator[dict[str, Any]]:
-        request_id = request.headers.get("X-Request-Id") or new_request_id()
-        return engine.open_stream(params, token_events=True, request_id=request_id, protocol="tgi")
+    def _open_events(
+        self, params: GenerateParams, request: Request
+    ) -> AsyncIterator[dict[str, Any]]:
+        request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+        return self.engine.open_stream(
+            params, token_events=True, request_id=request_id, protocol="tgi"
+        )
 
-    async def generate_once(tgi: TGIRequest, params: GenerateParams, request: Request) -> Any:
+    def _compute_headers(
+        self, tgi: TGIRequest, usage: dict[str, int], started: float
+    ) -> dict[str, str]:
+        elapsed = time.monotonic() - started
+        return {
+            "x-compute-type": self.engine.device,
+            "x-compute-time": f"{elapsed:.6f}",
+            "x-compute-characters": str(len(tgi.inputs)),
+            "x-total-time": str(int(elapsed * 1000)),
+            "x-prompt-tokens": str(usage["prompt_tokens"]),
+            "x-generated-tokens": str(usage["completion_tokens"]),
+        }
+
+    async def _generate_once(
+        self, tgi: TGIRequest, params: GenerateParams, request: Request, as_list: bool
+    ) -> JSONResponse:
         started = time.monotonic()
-        events = [e async for e in open_events(params, request)]
+        events = [e async for e in self._open_events(params, request)]
         if not events or events[-1].get("error_code"):
             message = events[-1]["text"] if events else "no output"
             return JSONResponse(
@@ -70,21 +107,13 @@ def install_tgi_api(app: FastAPI, engine: ServingEngine) -> None:
             )
         p = tgi.parameters
         want_details = bool(p and (p.details or p.decoder_input_details))
-        prefill = prefill_tokens(params) if p and p.decoder_input_details else []
+        prefill = self._prefill_tokens(params) if p and p.decoder_input_details else []
         body = generate_response(events, want_details, params.seed, prefill)
-        usage = events[-1]["usage"]
-        elapsed = time.monotonic() - started
-        headers = {
-            "x-compute-type": engine.device,
-            "x-compute-time": f"{elapsed:.6f}",
-            "x-compute-characters": str(len(tgi.inputs)),
-            "x-total-time": str(int(elapsed * 1000)),
-            "x-prompt-tokens": str(usage["prompt_tokens"]),
-            "x-generated-tokens": str(usage["completion_tokens"]),
-        }
-        return body, headers
+        headers = self._compute_headers(tgi, events[-1]["usage"], started)
+        return JSONResponse([body] if as_list else body, headers=headers)
 
-    async def sse_stream(
+    @staticmethod
+    async def _sse_stream(
         tgi: TGIRequest, params: GenerateParams, events: AsyncIterator[dict[str, Any]]
     ) -> AsyncIterator[bytes]:
         want_details = bool(tgi.parameters and tgi.parameters.details)
@@ -100,21 +129,24 @@ def install_tgi_api(app: FastAPI, engine: ServingEngine) -> None:
                 return
         yield _sse(error_body("Incomplete generation stream", "incomplete_generation_stream"))
 
-    async def streaming(tgi: TGIRequest, params: GenerateParams, request: Request) -> Any:
-        events = open_events(params, request)
+    def _streaming(
+        self, tgi: TGIRequest, params: GenerateParams, request: Request
+    ) -> StreamingResponse:
+        events = self._open_events(params, request)
         return StreamingResponse(
-            sse_stream(tgi, params, events),
+            self._sse_stream(tgi, params, events),
             media_type="text/event-stream",
             headers={
-                "x-compute-type": engine.device,
+                "x-compute-type": self.engine.device,
                 "x-compute-characters": str(len(tgi.inputs)),
                 "X-Accel-Buffering": "no",
             },
         )
 
-    async def handle(request: Request, stream: bool | None, as_list: bool) -> Any:
+    async def handle(self, request: Request, stream: bool | None, as_list: bool) -> Any:
+        """``stream``: what the route says (None: the body's ``stream`` decides)."""
         try:
-            tgi, params = await read(request, stream)
+            tgi, params = await self._read(request, stream)
         except TGIValidationError as exc:
             if stream:  # TGI answers stream requests with 200 and one error event
                 body = iter([_sse(error_body(f"Input validation error: {exc}", "validation"))])
@@ -122,47 +154,26 @@ def install_tgi_api(app: FastAPI, engine: ServingEngine) -> None:
             return validation_error(str(exc))
         try:
             if stream or (stream is None and tgi.stream):
-                return await streaming(tgi, params, request)
-            result = await generate_once(tgi, params, request)
-        except APIError as exc:
-            if exc.status_code == 429:
-                return JSONResponse(
-                    error_body("Model is overloaded", "overloaded"), 429, headers=exc.headers
-                )
-            return validation_error(exc.message)
-        if isinstance(result, JSONResponse):
-            return result
-        body, headers = result
-        return JSONResponse([body] if as_list else body, headers=headers)
+                return self._streaming(tgi, params, request)
+            return await self._generate_once(tgi, params, request, as_list)
+        except EngineError as exc:
+            return tgi_error(exc)
 
-    @app.post("/")
-    async def compat(request: Request) -> Any:
-        return await handle(request, None, as_list=True)
-
-    @app.post("/generate")
-    async def generate(request: Request) -> Any:
-        return await handle(request, False, as_list=False)
-
-    @app.post("/generate_stream")
-    async def generate_stream(request: Request) -> Any:
-        return await handle(request, True, as_list=False)
-
-    @app.post("/tokenize")
-    async def tokenize(request: Request) -> Any:
+    async def tokenize(self, request: Request) -> Any:
         try:
             inputs = (await request.json())["inputs"]
             if not isinstance(inputs, str):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             return validation_error("`inputs` must be a string")
-        encoding = tokenizer(inputs, return_offsets_mapping=True)
+        encoding = self.tokenizer(inputs, return_offsets_mapping=True)
         return [
             {"id": i, "text": inputs[start:stop], "start": start, "stop": stop}
             for i, (start, stop) in zip(encoding.input_ids, encoding.offset_mapping, strict=True)
         ]
 
-    @app.get("/info")
-    async def info() -> dict[str, Any]:
+    def info(self) -> dict[str, Any]:
+        engine = self.engine
         return {
             "model_id": engine.model_names[0],
             "model_sha": None,
@@ -179,3 +190,27 @@ def install_tgi_api(app: FastAPI, engine: ServingEngine) -> None:
             "sha": None,
             "docker_label": None,
         }
+
+
+def install_tgi_api(app: FastAPI, engine: ServingEngine) -> None:
+    routes = TGIRoutes(engine)
+
+    @app.post("/")
+    async def compat(request: Request) -> Any:
+        return await routes.handle(request, None, as_list=True)
+
+    @app.post("/generate")
+    async def generate(request: Request) -> Any:
+        return await routes.handle(request, False, as_list=False)
+
+    @app.post("/generate_stream")
+    async def generate_stream(request: Request) -> Any:
+        return await routes.handle(request, True, as_list=False)
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> Any:
+        return await routes.tokenize(request)
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        return routes.info()

@@ -1,13 +1,15 @@
 """Text Generation Inference (TGI) wire format: request parameters, validation, responses.
 
-Pure functions from TGI's request shape to our GenerateParams and from our token events back to
-TGI's responses (protocols.md §2.3-2.4), so that the ``text-generation`` client and
-``huggingface_hub.InferenceClient`` work against any camel-chat worker.
+Pure functions from TGI's request shape to our GenerateParams (validated as TGI's router does,
+with its messages) and from our token events back to TGI's responses (``generated_text``,
+``details`` with finish reason, token logprobs and seed), so that the ``text-generation`` client
+and ``huggingface_hub.InferenceClient`` work against any camel-chat worker.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -66,31 +68,28 @@ def parse_request(body: Any) -> TGIRequest:
         raise TGIValidationError(f"`{field}`: {first['msg']}") from None
 
 
-def to_generate_params(
-    request: TGIRequest, input_tokens: int, context_len: int, stream: bool
-) -> GenerateParams:
-    """Validate as TGI's router does and map onto our parameters."""
-    p = request.parameters or TGIParameters(do_sample=True)
-    if not request.inputs:
-        raise TGIValidationError("`inputs` cannot be empty")
+# Range rules on TGI's parameters, checked in this order (the first broken one is reported).
+_RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("temperature", lambda v: v > 0, "must be strictly positive"),
+    ("top_p", lambda v: 0 < v < 1, "must be > 0.0 and < 1.0"),
+    ("top_k", lambda v: v > 0, "must be strictly positive"),
+    ("repetition_penalty", lambda v: v > 0, "must be strictly positive"),
+    ("typical_p", lambda v: 0 < v < 1, "must be > 0.0 and < 1.0"),
+    ("truncate", lambda v: v > 0, "must be strictly positive"),
+    ("seed", lambda v: v >= 0, "must be >= 0"),
+)
+
+
+def check_parameters(p: TGIParameters, stream: bool) -> None:
+    """Refuse what TGI's router refuses, and the options this server does not implement."""
     if p.best_of is not None and p.best_of != MAX_BEST_OF:
         if stream:
             raise TGIValidationError("`best_of` != 1 is not supported when streaming tokens")
         raise TGIValidationError(f"`best_of` must be > 0 and <= {MAX_BEST_OF}. Given: {p.best_of}")
-    if p.temperature is not None and p.temperature <= 0:
-        raise TGIValidationError("`temperature` must be strictly positive")
-    if p.top_p is not None and not 0 < p.top_p < 1:
-        raise TGIValidationError("`top_p` must be > 0.0 and < 1.0")
-    if p.top_k is not None and p.top_k <= 0:
-        raise TGIValidationError("`top_k` must be strictly positive")
-    if p.repetition_penalty is not None and p.repetition_penalty <= 0:
-        raise TGIValidationError("`repetition_penalty` must be strictly positive")
-    if p.typical_p is not None and not 0 < p.typical_p < 1:
-        raise TGIValidationError("`typical_p` must be > 0.0 and < 1.0")
-    if p.truncate is not None and p.truncate <= 0:
-        raise TGIValidationError("`truncate` must be strictly positive")
-    if p.seed is not None and p.seed < 0:
-        raise TGIValidationError("`seed` must be >= 0")
+    for name, allowed, rule in _RANGES:
+        value = getattr(p, name)
+        if value is not None and not allowed(value):
+            raise TGIValidationError(f"`{name}` {rule}")
     if len(p.stop) > MAX_STOP_SEQUENCES:
         raise TGIValidationError(
             f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. Given: {len(p.stop)}"
@@ -108,6 +107,9 @@ def to_generate_params(
     if named := [name for name, used in unsupported.items() if used]:
         raise TGIValidationError(f"`{named[0]}` is not supported by this server")
 
+
+def new_tokens_budget(p: TGIParameters, input_tokens: int, context_len: int) -> int:
+    """``max_new_tokens`` as asked (null: what the context leaves), if inputs and it fit."""
     used_inputs = min(input_tokens, p.truncate) if p.truncate else input_tokens
     room = context_len - used_inputs
     max_new_tokens = p.max_new_tokens if p.max_new_tokens is not None else room
@@ -118,6 +120,18 @@ def to_generate_params(
             f"`inputs` tokens + `max_new_tokens` must be <= {context_len}. Given: "
             f"{used_inputs} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
         )
+    return max_new_tokens
+
+
+def to_generate_params(
+    request: TGIRequest, input_tokens: int, context_len: int, stream: bool
+) -> GenerateParams:
+    """Validate as TGI's router does and map onto our parameters."""
+    p = request.parameters or TGIParameters(do_sample=True)
+    if not request.inputs:
+        raise TGIValidationError("`inputs` cannot be empty")
+    check_parameters(p, stream)
+    max_new_tokens = new_tokens_budget(p, input_tokens, context_len)
     sampling = p.do_sample or any(
         v is not None for v in (p.temperature, p.top_k, p.top_p, p.typical_p)
     )
@@ -148,16 +162,22 @@ def token_of(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _final_details(event: dict[str, Any], seed: int | None) -> dict[str, Any]:
+    """What the last event of a generation says about it, in both response shapes."""
+    return {
+        "finish_reason": event.get("stop_kind", "length"),
+        "generated_tokens": event["usage"]["completion_tokens"],
+        "seed": seed,
+    }
+
+
 def details_of(
     events: list[dict[str, Any]],
     seed: int | None,
     prefill: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    last = events[-1]
     return {
-        "finish_reason": last.get("stop_kind", "length"),
-        "generated_tokens": last["usage"]["completion_tokens"],
-        "seed": seed,
+        **_final_details(events[-1], seed),
         "prefill": prefill,
         "tokens": [token_of(e) for e in events],
     }
@@ -186,9 +206,7 @@ def stream_event(
     }
     if final and want_details:
         out["details"] = {
-            "finish_reason": event.get("stop_kind", "length"),
-            "generated_tokens": event["usage"]["completion_tokens"],
-            "seed": seed,
+            **_final_details(event, seed),
             "input_length": event["usage"]["prompt_tokens"],
         }
     return out

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from services.model_worker.engine import ModelEngine
+from services.model_worker.errors import EngineOverloaded, InvalidRequest
 from services.model_worker.loader import LoadedModel, load_model
 from services.model_worker.template_choice import conversation_for
-from shared.http_errors import APIError
 from shared.schemas import GenerateParams
 
 MODES = ["batch", "sequential"]
@@ -143,7 +143,7 @@ async def test_long_prefill_is_chunked_between_decode_steps(make_engine: Any) ->
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_queue_length_and_429_when_the_queue_is_full(make_engine: Any, mode: str) -> None:
+async def test_queue_length_and_refusal_when_the_queue_is_full(make_engine: Any, mode: str) -> None:
     engine = make_engine(mode, delay=0.005, max_batch_size=1, max_queue=1)
     running = engine.open_stream(params(max_new_tokens=200))
     await anext(running)
@@ -151,10 +151,11 @@ async def test_queue_length_and_429_when_the_queue_is_full(make_engine: Any, mod
     await asyncio.sleep(0.05)
     assert (engine.running, engine.waiting) == (1, 1)
     assert engine.status().queue_length == 2
-    with pytest.raises(APIError) as info:
+    with pytest.raises(EngineOverloaded) as info:
         engine.open_stream(params())
-    assert info.value.status_code == 429
-    assert info.value.headers == {"Retry-After": "1"}
+    assert info.value.code == 42903
+    assert info.value.retry_after == 1
+    assert (info.value.running, info.value.waiting, info.value.limit) == (1, 1, 1)
     assert "overloaded" in info.value.message
     await running.aclose()  # the client went away: its slot goes to the waiting request
     result = await asyncio.wait_for(waiting, 10)
@@ -167,9 +168,8 @@ async def test_admission_counts_a_request_before_its_stream_is_read(make_engine:
     """Two requests arriving together cannot both take the last slot."""
     engine = make_engine("batch", delay=0.005, max_batch_size=1, max_queue=0)
     first = engine.open_stream(params(max_new_tokens=50))
-    with pytest.raises(APIError) as info:
+    with pytest.raises(EngineOverloaded):
         engine.open_stream(params())
-    assert info.value.status_code == 429
     await first.aclose()
     for _ in range(100):
         if engine.in_flight == 0:
@@ -249,9 +249,9 @@ async def test_generation_errors_become_error_chunks_and_serving_goes_on(
 )
 def test_validation_names_the_field(make_engine: Any, kwargs: dict, param: str) -> None:
     engine = make_engine()
-    with pytest.raises(APIError) as info:
+    with pytest.raises(InvalidRequest) as info:
         engine.validate(params(**kwargs))
-    assert info.value.status_code == 400
+    assert info.value.code in {40001, 40302}
     assert info.value.param == param
     assert param in info.value.message
 

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.browser, requires_browser]
 
 # Registered without a live worker: listed, preselectable, and unreachable.
 LISTED_ONLY = "zz-listed-only"
-HAS_POOL = (REPO_ROOT / "services" / "model_worker" / "pool.py").exists()
+HAS_POOL = (REPO_ROOT / "services" / "model_pool" / "__main__.py").exists()
 TIMEOUT_MS = 30_000
 
 
@@ -60,7 +60,7 @@ def _start_pool(group: ProcessGroup, controller: str) -> None:
     model_port = free_port()
     args = ["--port", str(free_port()), "--controller-address", controller]
     args += ["--port-range", f"{model_port}-{model_port}"]
-    group.start("pool", "services.model_worker.pool", *args)
+    group.start("pool", "services.model_pool", *args)
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +354,7 @@ def test_training_job_progress_moves_to_done(page: Any, browser_stack: BrowserSt
     assert job["status"] == "succeeded"
 
 
-@pytest.mark.skipif(not HAS_POOL, reason="services/model_worker/pool.py (the model pool) is absent")
+@pytest.mark.skipif(not HAS_POOL, reason="services/model_pool (the model pool) is absent")
 def test_deploy_a_trained_model_and_chat_with_it(page: Any, browser_stack: BrowserStack) -> None:
     _open(page, browser_stack.webui)
     # A full finetune's result is a whole model: deployable without a merge step.

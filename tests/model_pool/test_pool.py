@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.model_worker.pool import ModelPool, parse_port_range
+from services.model_pool.ports import parse_port_range
+from services.model_pool.supervisor import ModelPool
 from shared.deployments import (
     DEPLOYMENT_KIND,
     LOADING,
@@ -57,7 +58,7 @@ def stack(
     first = free_port()
     pool_port = free_port()
     pool = service(
-        "services.model_worker.pool",
+        "services.model_pool",
         "--port",
         str(pool_port),
         "--port-range",

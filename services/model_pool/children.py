@@ -1,0 +1,119 @@
+"""The model worker processes the pool starts: their command line, their log, their end.
+
+The pool runs each worker as ``python -m services.model_worker`` with its flags, the way a person
+would; it never imports the worker's code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE = "services.model_worker"
+STOP_GRACE_SECONDS = 10.0
+LOG_TAIL_CHARS = 600
+# A worker that cannot start (bad model, bad flag) exits with status 2 after one line of this form.
+WORKER_ERROR_PREFIX = "error: "
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM it when the pool dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """Where a new worker listens and whom it tells."""
+
+    host: str
+    port: int
+    address: str
+    controller_address: str
+
+
+def worker_command(
+    python: str, name: str, record: dict[str, Any], launch: WorkerLaunch, extra: list[str]
+) -> list[str]:
+    """The command line serving ``record``'s model under ``name``; ``extra`` flags go last."""
+    command = [
+        python,
+        "-m",
+        WORKER_MODULE,
+        "--model-path",
+        record["path"],
+        "--model-names",
+        name,
+        "--host",
+        launch.host,
+        "--port",
+        str(launch.port),
+        "--worker-address",
+        launch.address,
+        "--controller-address",
+        launch.controller_address,
+    ]
+    if record.get("conv_template"):
+        command += ["--conv-template", record["conv_template"]]
+    return command + extra
+
+
+@dataclass
+class Child:
+    """One model worker started by the pool."""
+
+    name: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    started_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def spawn(cls, name: str, port: int, command: list[str], log_path: Path) -> Child:
+        """Start the worker with its output appended to ``log_path``."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as sink:
+            process = subprocess.Popen(
+                command,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        return cls(name, port, process, log_path)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def failure_reason(self) -> str:
+        """The worker's own error message (its last ``error:`` line on), else its log's end."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        start = text.rfind("\n" + WORKER_ERROR_PREFIX)
+        if start >= 0:
+            return text[start + 1 :].strip()[:LOG_TAIL_CHARS]
+        return text.strip()[-LOG_TAIL_CHARS:]
+
+    def stop(self) -> None:
+        """SIGTERM (the worker unregisters itself), then SIGKILL after a grace period."""
+        if self.alive:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        log.info("event=model_worker_stopped model=%s port=%d", self.name, self.port)
