@@ -1,84 +1,81 @@
-"""Arguments and output shared by the ingestor's commands (the original's flag spellings are
-accepted beside ours, e.g. ``--download_directory`` and ``--download-directory``)."""
+"""What the ingestor's commands share: flags derived from ``IngestorSettings`` (INGEST_* sets
+their defaults) under the original's spellings too, the ``--datasets`` argument, progress lines
+and the per-stage table."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
-from pathlib import Path
+from collections.abc import Collection, Sequence
+from typing import Any
 
-from services.ingestor.sources import ALL, SOURCE_KEYS
-from shared.settings import ingestor_settings
+from shared.cli import SettingsParser
+from shared.datasets import ALL_SOURCES, DATASET_SOURCE_KEYS
+from shared.logging_setup import configure_logging
+from shared.settings import IngestorSettings, default_model_dir
 
 log = logging.getLogger("services.ingestor")
 
+# Other spellings of the settings' flags: the original's (underscores) and earlier ones.
+SPELLINGS = {
+    "--download_directory": "--download-dir",
+    "--download-directory": "--download-dir",
+    "--tokenizer_path": "--tokenizer-path",
+    "--model-name-or-path": "--tokenizer-path",
+    "--max_length": "--max-length",
+    "--keep_lang": "--keep-lang",
+    "--skip_lang": "--skip-lang",
+    "--reduce_rep": "--reduce-rep",
+}
+
+# The settings that shape a dataset (the merge and run commands).
+DATASET_SETTINGS = (
+    "tokenizer_path",
+    "max_length",
+    "keep_lang",
+    "skip_lang",
+    "reduce_rep",
+    "seed",
+    "workers",
+)
+
+
+def command_parser(description: str, prog: str, fields: Collection[str]) -> SettingsParser:
+    """A parser with a flag for each of the settings ``fields`` the command uses."""
+    flags = {f"--{name.replace('_', '-')}" for name in fields}
+    aliases = {old: new for old, new in SPELLINGS.items() if new in flags}
+    return SettingsParser(description, IngestorSettings, aliases=aliases, prog=prog, fields=fields)
+
+
+def parse_command(
+    cli: SettingsParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, IngestorSettings]:
+    """The command's own arguments and its settings; logging is set up once they are valid."""
+    args = cli.parse(argv)
+    settings = cli.settings(IngestorSettings)
+    configure_logging("ingestor")
+    return args, settings
+
 
 def add_datasets_argument(parser: argparse.ArgumentParser) -> None:
+    keys = [*DATASET_SOURCE_KEYS, ALL_SOURCES]
     parser.add_argument(
         "--datasets",
         nargs="+",
         required=True,
-        choices=[*SOURCE_KEYS, ALL],
+        choices=keys,
         metavar="DATASET",
-        help=f"one or more of: {' '.join(SOURCE_KEYS)} {ALL}",
+        help=f"one or more of: {' '.join(keys)}",
     )
 
 
-def add_download_dir_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--download_directory",
-        "--download-directory",
-        dest="download_directory",
-        type=Path,
-        default=ingestor_settings().download_dir,
-        help="folder for raw downloads, extracted archives and <name>_conv.json files",
-    )
-
-
-def add_workers_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=ingestor_settings().workers,
-        help="processes for conversion and filtering (default: one per CPU core)",
-    )
-
-
-def add_dataset_options(parser: argparse.ArgumentParser) -> None:
-    """Tokenizer, budget, language policy and seed (merge and run)."""
-    from services.ingestor.pipeline import default_tokenizer_path
-
-    settings = ingestor_settings()
-    parser.add_argument(
-        "--tokenizer-path",
-        "--tokenizer_path",
-        "--model-name-or-path",
-        dest="tokenizer_path",
-        default=default_tokenizer_path(),
-        help="tokenizer of the model to train (default: the embedded default model)",
-    )
-    parser.add_argument(
-        "--max-length", "--max_length", dest="max_length", type=int, default=settings.max_length
-    )
-    parser.add_argument(
-        "--keep-lang",
-        "--keep_lang",
-        dest="keep_lang",
-        default=settings.keep_lang,
-        help="language code to keep, or 'all' (default: %(default)s)",
-    )
-    parser.add_argument("--skip-lang", "--skip_lang", dest="skip_lang", default=None)
-    parser.add_argument(
-        "--reduce-rep",
-        "--reduce_rep",
-        dest="reduce_rep",
-        action="store_true",
-        help="drop conversations with a digit repeated 9 times in a row",
-    )
-    parser.add_argument("--seed", type=int, default=settings.seed, help="shuffle and id seed")
-    add_workers_argument(parser)
+def dataset_options(settings: IngestorSettings) -> dict[str, Any]:
+    """The DATASET_SETTINGS by name (IngestSpec's fields), the tokenizer resolved: the
+    configured one, else the embedded default model's."""
+    options = settings.model_dump(include=set(DATASET_SETTINGS))
+    options["tokenizer_path"] = settings.tokenizer_path or str(default_model_dir())
+    return options
 
 
 class ProgressPrinter:
@@ -98,12 +95,11 @@ class ProgressPrinter:
         log.info("event=progress stage=%s done=%d%s", stage, done, of_total)
 
 
+def dropped_text(dropped: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none"
+
+
 def print_stage_table(stages: dict) -> None:
     for stage, counts in stages.items():
-        dropped = ", ".join(f"{k}={v}" for k, v in counts["dropped"].items()) or "none"
+        dropped = dropped_text(counts["dropped"])
         print(f"  {stage:<8} in={counts['in']:<8} kept={counts['kept']:<8} dropped: {dropped}")
-
-
-def fail(message: str, code: int = 1) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code

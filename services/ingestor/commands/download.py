@@ -1,37 +1,37 @@
-"""``python -m services.ingestor.download --download_directory datasets --datasets ai_society ...``
+"""Download the chosen Hub datasets into the download folder and extract their archives there.
 
-Downloads the chosen Hub datasets (spec §1.2) into the folder and extracts their archives there.
-A dataset that cannot be downloaded is reported and the others go on; exit status 1 if any
-failed.
+``python -m services.ingestor.download --download_directory datasets --datasets ai_society ...``
+(the original's command line). An archive is extracted into ``<folder>/<archive name up to the
+first dot>/`` and then deleted. A dataset that cannot be downloaded is reported and the others go
+on; exit status 1 if any failed.
 """
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 
-from services.ingestor.cli_common import (
-    add_datasets_argument,
-    add_download_dir_argument,
-)
-from services.ingestor.download_stage import fetch_source
-from services.ingestor.quarantine import RejectedLog
+from services.ingestor.commands.common import add_datasets_argument, command_parser, parse_command
+from services.ingestor.files.quarantine import RejectedLog
 from services.ingestor.sources import resolve_sources
-from shared.logging_setup import configure_logging
-from shared.settings import ingestor_settings
+from services.ingestor.stages.download import fetch_source
+
+HELP = "download Hub datasets"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_datasets_argument(parser)
-    add_download_dir_argument(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    folder = args.download_directory
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    cli = command_parser(
+        __doc__.split("\n\n")[0],
+        prog or "python -m services.ingestor.download",
+        ("download_dir", "http_timeout"),
+    )
+    add_datasets_argument(cli.parser)
+    args, settings = parse_command(cli, argv)
+    folder = settings.download_dir
     folder.mkdir(parents=True, exist_ok=True)
     failed = 0
     with RejectedLog(folder / "rejected.jsonl", append=True) as rejected:
         for source in resolve_sources(args.datasets):
-            fetched = fetch_source(source, folder, rejected, ingestor_settings().http_timeout)
+            fetched = fetch_source(source, folder, rejected, settings.http_timeout)
             if fetched.counts.dropped:
                 failed += 1
                 reasons = ", ".join(fetched.counts.dropped)
@@ -39,17 +39,3 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(f"{source.name}: " + ", ".join(str(r) for r in fetched.roots))
     return 1 if failed else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.ingestor.download", description=__doc__.split("\n\n")[0]
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging("ingestor")
-    return run(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

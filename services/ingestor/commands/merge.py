@@ -1,31 +1,38 @@
-"""``python -m services.ingestor.merge --in-directory datasets --out-file dataset.json
---tokenizer-path <tokenizer> --max-length 2048``
+"""Filter, split to the token budget and shuffle every ``*_conv.json`` of a folder into one
+dataset.
 
-Filters, splits and shuffles every ``<in-directory>/*_conv.json`` (spec §1.5-1.7) into
-``dataset.json`` + ``dataset.jsonl`` + ``manifest.json`` in the same folder.
+``python -m services.ingestor.merge --in-directory datasets --out-file dataset.json
+--tokenizer-path <tokenizer> --max-length 2048`` (the original's command line) writes
+``dataset.json`` (the original's indent-2 list), ``dataset.jsonl`` and ``manifest.json`` into the
+same folder.
 """
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
-from services.ingestor.cli_common import add_dataset_options, fail, print_stage_table
-from services.ingestor.language import LanguagePolicy
-from services.ingestor.parallel import ordered_map
-from services.ingestor.pipeline import build_dataset, load_tokenizer, write_manifest
-from services.ingestor.quarantine import RejectedLog
-from shared.logging_setup import configure_logging
+from services.ingestor.commands.common import (
+    DATASET_SETTINGS,
+    command_parser,
+    dataset_options,
+    parse_command,
+    print_stage_table,
+)
+from services.ingestor.files.quarantine import RejectedLog
+from services.ingestor.pipeline import (
+    DatasetBuild,
+    IngestSpec,
+    build_dataset,
+    load_tokenizer,
+    write_manifest,
+)
+from services.ingestor.rules.tokens import TurnTokenCounter
+from services.ingestor.stages.parallel import ordered_map
+from shared.cli import fail
 
+HELP = "filter, split and merge *_conv.json files"
 CONV_SUFFIXES = ("_conv.json", "_conv.jsonl")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--in-directory", "--in_directory", dest="in_directory", type=Path, required=True
-    )
-    parser.add_argument("--out-file", "--out_file", dest="out_file", default="dataset.json")
-    add_dataset_options(parser)
 
 
 def conv_files_in(folder: Path) -> list[tuple[str, Path]]:
@@ -38,35 +45,28 @@ def conv_files_in(folder: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def run(args: argparse.Namespace) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    cli = command_parser(
+        __doc__.split("\n\n")[0], prog or "python -m services.ingestor.merge", DATASET_SETTINGS
+    )
+    cli.parser.add_argument(
+        "--in-directory", "--in_directory", dest="in_directory", type=Path, required=True
+    )
+    cli.parser.add_argument("--out-file", "--out_file", dest="out_file", default="dataset.json")
+    args, settings = parse_command(cli, argv)
     folder = args.in_directory
     if not folder.is_dir():
-        return fail(f"{folder} is not a folder")
+        return fail(f"{folder} is not a folder", 1)
     conv_files = conv_files_in(folder)
     if not conv_files:
-        return fail(f"no *_conv.json file in {folder} (run the convert command first)")
+        return fail(f"no *_conv.json file in {folder} (run the convert command first)", 1)
+    options = dataset_options(settings)
     try:
-        counter = load_tokenizer(args.tokenizer_path)
+        counter = load_tokenizer(options["tokenizer_path"])
     except ValueError as exc:
-        return fail(str(exc), 2)
-    policy = LanguagePolicy(args.keep_lang, args.skip_lang, args.reduce_rep)
-    with (
-        RejectedLog(folder / "rejected.jsonl", append=True) as rejected,
-        ordered_map(args.workers) as map_fn,
-    ):
-        manifest = build_dataset(
-            conv_files,
-            folder,
-            counter=counter,
-            max_length=args.max_length,
-            policy=policy,
-            seed=args.seed,
-            map_fn=map_fn,
-            rejected=rejected,
-            json_name=args.out_file,
-        )
-    manifest["spec"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    manifest["spec"].pop("handler", None)
+        return fail(exc, 2)
+    manifest = _merge(conv_files, folder, args.out_file, IngestSpec([], **options), counter)
+    manifest["spec"] = {"in_directory": str(folder), "out_file": args.out_file, **options}
     write_manifest(folder, manifest)
     for name, path in conv_files:
         count = manifest["sources"][name]["stages"]["filter"]["in"]
@@ -76,15 +76,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.ingestor.merge", description=__doc__.split("\n\n")[0]
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging("ingestor")
-    return run(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _merge(
+    conv_files: list[tuple[str, Path]],
+    folder: Path,
+    out_file: str,
+    spec: IngestSpec,
+    counter: TurnTokenCounter,
+) -> dict:
+    with (
+        RejectedLog(folder / "rejected.jsonl", append=True) as rejected,
+        ordered_map(spec.workers) as map_fn,
+    ):
+        build = DatasetBuild(counter, spec.max_length, spec.policy, spec.seed, map_fn, rejected)
+        return build_dataset(conv_files, folder, build, json_name=out_file)

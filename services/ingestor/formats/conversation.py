@@ -1,10 +1,10 @@
-"""Inputs already in the common conversation format (spec §1.1): validated, not rewritten."""
+"""Inputs already in the common conversation format: validated, not rewritten."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.ingestor.records import RecordProblem, conversation, structure_problem, turn
+from services.ingestor.formats.records import RecordProblem, normalized, structure_problem
 
 
 def convert_conversation(record: Any, record_id: str) -> dict[str, Any]:
@@ -12,6 +12,4 @@ def convert_conversation(record: Any, record_id: str) -> dict[str, Any]:
     problem = structure_problem(record)
     if problem:
         raise RecordProblem(problem)
-    own_id = record.get("id")
-    turns = [turn(t["from"], t["value"]) for t in record["conversations"]]
-    return conversation(str(own_id) if own_id is not None else record_id, turns)
+    return normalized(record, record_id)
