@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from services.ingestor.counts import STAGES  # noqa: E402
 from services.ingestor.pipeline import IngestSpec, run_pipeline  # noqa: E402
+from services.ingestor.stages.counts import STAGES  # noqa: E402
 from shared.settings import default_model_dir  # noqa: E402
 
 _WORDS_TEXT = (

@@ -6,8 +6,13 @@ each worker service registers its tasks on an app made here and consumes its own
 
 from __future__ import annotations
 
+import argparse
+import importlib
+from collections.abc import Sequence
+
 from celery import Celery
 
+from shared.logging_setup import configure_logging
 from shared.settings import CommonSettings
 
 INGEST_QUEUE = "ingest"
@@ -77,3 +82,29 @@ def run_worker(app: Celery, queues: list[str], name: str, loglevel: str = "INFO"
             "--without-mingle",
         ]
     )
+
+
+def worker_main(
+    service: str,
+    queues: list[str],
+    argv: Sequence[str] | None = None,
+    *,
+    description: str | None = None,
+    prog: str | None = None,
+) -> None:
+    """``python -m services.<service>``: a Celery worker of ``service`` on ``queues``, serving the
+    tasks registered on the ``app`` of ``services.<service>.tasks``.
+
+    ``--log-level`` defaults to LOG_LEVEL. Logging is set up before the tasks module is imported,
+    so the import's own log lines have the service's format.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog or f"python -m services.{service}", description=description
+    )
+    parser.add_argument(
+        "--log-level", default=CommonSettings().log_level, help="default: LOG_LEVEL or INFO"
+    )
+    args = parser.parse_args(argv)
+    configure_logging(service, args.log_level)
+    app = importlib.import_module(f"services.{service}.tasks").app
+    run_worker(app, queues, service, args.log_level)

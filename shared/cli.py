@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -27,7 +27,8 @@ class SettingsParser:
     """An ``argparse`` parser holding the flags of several settings sections.
 
     Extra, non-settings flags (a positional, a one-off switch) can be added to ``parser`` before
-    ``parse`` is called; they come back in the namespace.
+    ``parse`` is called; they come back in the namespace. ``fields`` names the settings a command
+    uses when it uses only some of them: the others get no flag (the environment still sets them).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class SettingsParser:
         *sections: type[BaseSettings],
         aliases: Mapping[str, str] | None = None,
         prog: str | None = None,
+        fields: Collection[str] | None = None,
     ) -> None:
         self.aliases = dict(aliases or {})
         epilog = (
@@ -55,6 +57,7 @@ class SettingsParser:
                 cli_enforce_required=False,
                 cli_hide_none_type=True,
                 cli_avoid_json=True,
+                add_argument_method=_only_flags_of(fields),
             )
         self.namespace: argparse.Namespace | None = None
 
@@ -92,6 +95,18 @@ class SettingsParser:
                 os.environ[f"{prefix}{name}".upper()] = "" if value is None else str(value)
 
 
+def _only_flags_of(fields: Collection[str] | None) -> Callable[..., Any]:
+    """``add_argument`` that leaves out the flags of settings not in ``fields`` (None: none)."""
+    wanted = None if fields is None else {f"--{name.replace('_', '-')}" for name in fields}
+
+    def add_argument(parser: Any, *flags: str, **kwargs: Any) -> Any:
+        if wanted is None or wanted.intersection(flags):
+            return parser.add_argument(*flags, **kwargs)
+        return None
+
+    return add_argument
+
+
 def parse_settings(
     description: str,
     *sections: type[BaseSettings],
@@ -102,3 +117,25 @@ def parse_settings(
     cli = SettingsParser(description, *sections, aliases=aliases)
     cli.parse(argv)
     return tuple(cli.settings(section) for section in sections)
+
+
+def fail(message: object, code: int = 2, prefix: str = "error") -> int:
+    """Say ``<prefix>: <message>`` on stderr and return ``code``, a command's exit status."""
+    print(f"{prefix}: {message}", file=sys.stderr)
+    return code
+
+
+def exit_status(
+    action: Callable[[], str],
+    *expected: type[Exception],
+    code: int = 2,
+    prefix: str = "error",
+) -> int:
+    """Run a command's work: 0 and the line it returns on stdout, or ``code`` and the reason on
+    stderr (no traceback) when it raises one of the ``expected`` errors."""
+    try:
+        done = action()
+    except expected as exc:
+        return fail(exc, code, prefix)
+    print(done)
+    return 0

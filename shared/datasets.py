@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# The original's eight Hub sources (spec §1.2), in its "all" order.
+# The original's eight Hub dataset keys, in the order ``all`` stands for (the original's
+# download and convert commands process them in this order: the CAMEL sets, Alpaca, ShareGPT).
 DATASET_SOURCE_KEYS = (
     "ai_society",
     "code",
@@ -19,6 +20,19 @@ DATASET_SOURCE_KEYS = (
     "alpaca",
     "sharegpt",
 )
+ALL_SOURCES = "all"
+
+
+def expand_sources(sources: list[str]) -> list[str]:
+    """``all`` replaced by every key of DATASET_SOURCE_KEYS, in that order; a source named twice
+    is kept once, where it first appears."""
+    expanded: list[str] = []
+    for source in sources:
+        for item in DATASET_SOURCE_KEYS if source == ALL_SOURCES else (source,):
+            if item not in expanded:
+                expanded.append(item)
+    return expanded
+
 
 DatasetStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
@@ -43,15 +57,10 @@ class DatasetSpec(BaseModel):
     @field_validator("sources")
     @classmethod
     def _expand_all(cls, sources: list[str]) -> list[str]:
-        expanded: list[str] = []
-        for source in sources:
-            source = source.strip()
-            if not source:
-                raise ValueError("sources must not be empty strings")
-            for item in DATASET_SOURCE_KEYS if source == "all" else (source,):
-                if item not in expanded:
-                    expanded.append(item)
-        return expanded
+        stripped = [source.strip() for source in sources]
+        if not all(stripped):
+            raise ValueError("sources must not be empty strings")
+        return expand_sources(stripped)
 
 
 class StageProgress(BaseModel):

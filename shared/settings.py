@@ -233,15 +233,31 @@ class IngestorSettings(_Section):
 
     model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore")
 
-    download_dir: Path = REPO_ROOT / "datasets"
-    # Empty: the embedded default model's tokenizer (default_model_dir()).
-    tokenizer_path: str = ""
-    max_length: int = 2048
-    keep_lang: str = "en"
-    # Processes for conversion and filtering; empty: one per CPU core.
-    workers: int | None = None
-    seed: int = 0
-    http_timeout: float = 60.0
+    download_dir: Path = Field(
+        REPO_ROOT / "datasets",
+        description="folder of Hub downloads and their extracted archives, shared between runs; "
+        "the download and convert commands also write <name>_conv.json there",
+    )
+    tokenizer_path: str = Field(
+        "",
+        description="tokenizer of the model to train, whose token counts define the budget; "
+        "empty: the embedded default model's",
+    )
+    max_length: int = Field(
+        2048, description="token budget of one sample (each turn costs its tokens + 6)"
+    )
+    keep_lang: str = Field(
+        "en", description="language code to keep (as py3langid names it), or 'all' for every one"
+    )
+    skip_lang: str | None = Field(None, description="language code to drop")
+    reduce_rep: bool = Field(
+        False, description="drop conversations with a digit repeated 9 times in a row"
+    )
+    workers: int | None = Field(
+        None, description="processes for conversion and filtering; none: one per CPU core"
+    )
+    seed: int = Field(0, description="seed of the shuffle and of the generated record ids")
+    http_timeout: float = Field(60.0, description="seconds to wait on a URL download")
 
 
 @lru_cache

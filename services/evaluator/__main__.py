@@ -5,21 +5,13 @@ For an evaluation without the queue see ``python -m services.evaluator.run``.
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 
-from shared.celery_app import EVAL_QUEUE, run_worker
-from shared.logging_setup import configure_logging
+from shared.celery_app import EVAL_QUEUE, worker_main
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    configure_logging("evaluator", args.log_level)
-
-    from services.evaluator.tasks import app
-
-    run_worker(app, [EVAL_QUEUE], "evaluator", args.log_level)
+def main(argv: Sequence[str] | None = None) -> None:
+    worker_main("evaluator", [EVAL_QUEUE], argv, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 ``run_pipeline`` is what the REST API and the Celery task call, and what ``python -m
 services.ingestor run`` runs. ``build_dataset`` is its second half (filter, split, merge over
-``*_conv.json`` files), shared with the ``merge`` command.
+``*_conv.json`` files), shared with the ``merge`` command. The stages themselves are in
+``stages/``; this module only strings them together and keeps the books.
 
 Work folder layout: ``sources/`` (URL downloads, extracted archives of local sources),
 ``converted/<name>_conv.json``, then ``dataset.jsonl``, ``dataset.json``, ``manifest.json`` and
@@ -11,33 +12,33 @@ Work folder layout: ``sources/`` (URL downloads, extracted archives of local sou
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from services.ingestor.convert_stage import convert_source
-from services.ingestor.counts import StageCounts
-from services.ingestor.download_stage import fetch_source
-from services.ingestor.filter_stage import filter_conv_file
-from services.ingestor.language import LanguagePolicy
-from services.ingestor.merge_stage import length_stats, write_dataset
-from services.ingestor.parallel import OrderedMap, ordered_map
-from services.ingestor.quarantine import RejectedLog
-from services.ingestor.sources import SOURCE_KEYS, Source, resolve_sources
-from services.ingestor.split import TURN_ALLOWANCE
-from services.ingestor.split_stage import SampleStore, SplitCounts, split_file
-from services.ingestor.tokens import TurnTokenCounter
+from services.ingestor.files.quarantine import RejectedLog
+from services.ingestor.manifest import (
+    MANIFEST_FILE,
+    SourceReport,
+    dataset_manifest,
+    write_manifest,
+)
+from services.ingestor.rules.language import LanguagePolicy
+from services.ingestor.rules.tokens import TurnTokenCounter
+from services.ingestor.sources import Source, resolve_sources
+from services.ingestor.stages.convert import convert_source
+from services.ingestor.stages.download import FetchedSource, fetch_source
+from services.ingestor.stages.filter import filter_conv_file
+from services.ingestor.stages.merge import MergeResult, write_dataset
+from services.ingestor.stages.parallel import OrderedMap, ordered_map
+from services.ingestor.stages.split import SampleStore, split_file
 from shared.settings import ingestor_settings
 
 __all__ = [
-    "SOURCE_KEYS",
+    "DatasetBuild",
     "IngestError",
     "IngestSpec",
     "build_dataset",
@@ -49,14 +50,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int | None], None]
-
-MANIFEST_VERSION = 1
-SPLIT_RULE = (
-    f"turn cost = tokens (tokenizer's own special tokens included) + {TURN_ALLOWANCE}; rounds "
-    "packed greedily while the sample cost <= max_length; a trailing unpaired turn is dropped; a "
-    "round over max_length on its own is dropped (oversized_round) and splits the conversation; "
-    "sample id = <id>_<index of its first turn>"
-)
 
 
 class IngestError(RuntimeError):
@@ -90,38 +83,6 @@ class IngestSpec:
         return LanguagePolicy(self.keep_lang, self.skip_lang, self.reduce_rep)
 
 
-@dataclass
-class SourceReport:
-    """Everything the manifest says about one source."""
-
-    name: str
-    kind: str = "conv_file"
-    location: str = ""
-    formats: Counter[str] = field(default_factory=Counter)
-    stages: dict[str, StageCounts] = field(default_factory=dict)
-    split: SplitCounts | None = None
-    unsafe_archive_members: int = 0
-
-    @classmethod
-    def of(cls, source: Source) -> SourceReport:
-        return cls(source.name, source.kind, source.location)
-
-    def as_dict(self) -> dict[str, Any]:
-        stages = {stage: counts.as_dict() for stage, counts in self.stages.items()}
-        if self.split is not None:
-            stages["split"] = self.split.as_dict()
-            samples = self.split.samples
-            stages["merge"] = {"in": samples, "kept": samples, "dropped": {}}
-        out: dict[str, Any] = {"kind": self.kind, "location": self.location}
-        if self.formats:
-            out["formats"] = dict(self.formats)
-        if self.unsafe_archive_members:
-            out["unsafe_archive_members"] = self.unsafe_archive_members
-        out["stages"] = stages
-        out["samples"] = self.split.samples if self.split else 0
-        return out
-
-
 class StageClock:
     """Stage timings for the manifest, and the progress callback with running totals."""
 
@@ -138,6 +99,41 @@ class StageClock:
         now = time.monotonic()
         self.seconds[stage] = round(now - self._started, 3)
         self._started = now
+
+    def stage(self, stage: str, total: int | None = None) -> StageProgress:
+        return StageProgress(self, stage, total)
+
+
+class StageProgress:
+    """``on_progress(done)`` of one part (a source) of a stage, reported as the stage's running
+    total; ``advance`` moves on to the next part."""
+
+    def __init__(self, clock: StageClock, stage: str, total: int | None) -> None:
+        self.clock = clock
+        self.stage = stage
+        self.total = total
+        self.before = 0
+
+    def __call__(self, done: int) -> None:
+        self.clock.notify(self.stage, self.before + done, self.total)
+
+    def advance(self, done: int) -> None:
+        self.before += done
+
+
+@dataclass
+class DatasetBuild:
+    """What the stages of one build share: the budget, the policy, the seed, the process pool,
+    the quarantine file, the clock and what each source went through so far."""
+
+    counter: TurnTokenCounter
+    max_length: int
+    policy: LanguagePolicy
+    seed: int
+    map_fn: OrderedMap
+    rejected: RejectedLog
+    clock: StageClock = field(default_factory=lambda: StageClock(None))
+    reports: dict[str, SourceReport] = field(default_factory=dict)
 
 
 def load_tokenizer(path: str) -> TurnTokenCounter:
@@ -178,235 +174,138 @@ def run_pipeline(
     _check_work_dir(sources, work_dir)
     counter = load_tokenizer(spec.tokenizer_path)
     work_dir.mkdir(parents=True, exist_ok=True)
-    clock = StageClock(progress)
-    reports = {s.name: SourceReport.of(s) for s in sources}
-    settings = ingestor_settings()
-    hub_dir = Path(download_dir or settings.download_dir)
+    hub_dir = Path(download_dir or ingestor_settings().download_dir)
     log.info("event=ingest_start work_dir=%s sources=%s", work_dir, [s.name for s in sources])
-
     with (
         RejectedLog(work_dir / "rejected.jsonl") as rejected,
         ordered_map(spec.workers) as map_fn,
     ):
-        fetched = []
-        clock.notify("download", 0, len(sources))
-        for done, source in enumerate(sources, 1):
-            folder = hub_dir if source.kind == "hub" else work_dir / "sources"
-            item = fetch_source(source, folder, rejected, settings.http_timeout)
-            reports[source.name].stages["download"] = item.counts
-            reports[source.name].unsafe_archive_members = item.unsafe_members
-            fetched.append(item)
-            clock.notify("download", done, len(sources))
-        clock.lap("download")
-        if not any(item.roots for item in fetched):
-            failed = ", ".join(s.name for s in sources)
-            raise IngestError(f"no source could be downloaded or read: {failed}")
-
-        conv_files: list[tuple[str, Path]] = []
-        converted_so_far = 0
-        for item in fetched:
-            name = item.source.name
-            base = converted_so_far
-            result = convert_source(
-                name,
-                item.roots,
-                work_dir / "converted",
-                forced_format=item.source.format,
-                seed=spec.seed,
-                map_fn=map_fn,
-                rejected=rejected,
-                on_progress=lambda done, base=base: clock.notify("convert", base + done, None),
-            )
-            converted_so_far += result.counts.received
-            reports[name].stages["convert"] = result.counts
-            reports[name].formats = result.formats
-            conv_files.append((name, result.path))
-        clock.lap("convert")
-
-        manifest = build_dataset(
-            conv_files,
-            work_dir,
-            counter=counter,
-            max_length=spec.max_length,
-            policy=spec.policy,
-            seed=spec.seed,
-            map_fn=map_fn,
-            rejected=rejected,
-            reports=reports,
-            clock=clock,
+        build = DatasetBuild(
+            counter, spec.max_length, spec.policy, spec.seed, map_fn, rejected, StageClock(progress)
         )
+        build.reports.update((s.name, SourceReport.of(s)) for s in sources)
+        fetched = _download(sources, hub_dir, work_dir / "sources", build)
+        conv_files = _convert(fetched, work_dir / "converted", build)
+        manifest = build_dataset(conv_files, work_dir, build)
     manifest["spec"] = asdict(spec)
     write_manifest(work_dir, manifest)
     return manifest
 
 
+def _download(
+    sources: list[Source], hub_dir: Path, sources_dir: Path, build: DatasetBuild
+) -> list[FetchedSource]:
+    """Hub datasets into the shared ``hub_dir``, the rest into the run's ``sources_dir``."""
+    timeout = ingestor_settings().http_timeout
+    fetched = []
+    build.clock.notify("download", 0, len(sources))
+    for done, source in enumerate(sources, 1):
+        folder = hub_dir if source.kind == "hub" else sources_dir
+        item = fetch_source(source, folder, build.rejected, timeout)
+        build.reports[source.name].stages["download"] = item.counts
+        build.reports[source.name].unsafe_archive_members = item.unsafe_members
+        fetched.append(item)
+        build.clock.notify("download", done, len(sources))
+    build.clock.lap("download")
+    if not any(item.roots for item in fetched):
+        failed = ", ".join(s.name for s in sources)
+        raise IngestError(f"no source could be downloaded or read: {failed}")
+    return fetched
+
+
+def _convert(
+    fetched: list[FetchedSource], out_dir: Path, build: DatasetBuild
+) -> list[tuple[str, Path]]:
+    conv_files: list[tuple[str, Path]] = []
+    progress = build.clock.stage("convert")
+    for item in fetched:
+        name = item.source.name
+        result = convert_source(
+            name,
+            item.roots,
+            out_dir,
+            forced_format=item.source.format,
+            seed=build.seed,
+            map_fn=build.map_fn,
+            rejected=build.rejected,
+            on_progress=progress,
+        )
+        progress.advance(result.counts.received)
+        build.reports[name].stages["convert"] = result.counts
+        build.reports[name].formats = result.formats
+        conv_files.append((name, result.path))
+    build.clock.lap("convert")
+    return conv_files
+
+
 def build_dataset(
     conv_files: list[tuple[str, Path]],
     out_dir: Path,
-    *,
-    counter: TurnTokenCounter,
-    max_length: int,
-    policy: LanguagePolicy,
-    seed: int,
-    map_fn: OrderedMap,
-    rejected: RejectedLog,
-    reports: dict[str, SourceReport] | None = None,
-    clock: StageClock | None = None,
+    build: DatasetBuild,
     json_name: str = "dataset.json",
 ) -> dict:
-    """filter → split → merge of ``(source name, conv file)`` pairs into ``out_dir``."""
-    reports = reports if reports is not None else {}
-    clock = clock or StageClock(None)
+    """filter → split → merge of ``(source name, conv file)`` pairs into ``out_dir``; returns
+    the manifest (without ``spec``: the caller adds it and writes the file)."""
     scratch = out_dir / ".ingest-scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     try:
-        filtered: list[tuple[str, Path]] = []
-        total_in = 0
-        for name, path in conv_files:
-            report = reports.setdefault(name, SourceReport(name, location=str(path)))
-            out = scratch / f"{name}.jsonl"
-            base = total_in
-            counts = filter_conv_file(
-                name,
-                path,
-                out,
-                policy=policy,
-                map_fn=map_fn,
-                rejected=rejected,
-                on_progress=lambda done, base=base: clock.notify("filter", base + done, None),
-            )
-            total_in += counts.received
-            report.stages["filter"] = counts
-            filtered.append((name, out))
-        clock.lap("filter")
-
-        total = sum(reports[name].stages["filter"].kept for name, _ in filtered)
-        store = SampleStore(scratch / "samples.jsonl")
-        done_before = 0
-        clock.notify("split", 0, total)
-        for name, path in filtered:
-            base = done_before
-            split_counts = split_file(
-                path,
-                store,
-                counter,
-                max_length,
-                on_progress=lambda done, base=base: clock.notify("split", base + done, total),
-            )
-            done_before += split_counts.conversations.received
-            reports[name].split = split_counts
-        store.close()
-        clock.lap("split")
-
-        json_path = out_dir / json_name
-        jsonl_path = json_path.with_suffix(".jsonl")
-        clock.notify("merge", 0, len(store))
-        merged = write_dataset(
-            store,
-            jsonl_path,
-            json_path,
-            seed,
-            on_progress=lambda done: clock.notify("merge", done, len(store)),
-        )
-        clock.lap("merge")
+        filtered = _filter(conv_files, scratch, build)
+        store = _split(filtered, scratch / "samples.jsonl", build)
+        merged = _merge(store, out_dir / json_name, build)
         lengths = list(store.lengths)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-    return _manifest(
-        reports,
-        merged_counts=merged.counts,
-        lengths=lengths,
-        counter=counter,
-        max_length=max_length,
-        policy=policy,
-        seed=seed,
-        sha256=merged.sha256,
-        files={
-            "dataset_jsonl": jsonl_path.name,
-            "dataset_json": merged.json_path.name,
-            "rejected": rejected.path.name,
-            "manifest": "manifest.json",
-        },
-        rejected=rejected,
-        seconds=clock.seconds,
-    )
-
-
-def _manifest(
-    reports: dict[str, SourceReport],
-    *,
-    merged_counts: StageCounts,
-    lengths: list[int],
-    counter: TurnTokenCounter,
-    max_length: int,
-    policy: LanguagePolicy,
-    seed: int,
-    sha256: str,
-    files: dict[str, str],
-    rejected: RejectedLog,
-    seconds: dict[str, float],
-) -> dict:
-    stages: dict[str, Any] = {}
-    for stage in ("download", "convert", "filter"):
-        present = [r.stages[stage] for r in reports.values() if stage in r.stages]
-        if present:
-            total = StageCounts()
-            for counts in present:
-                total.add(counts)
-            stages[stage] = total.as_dict()
-    split_total = SplitCounts()
-    for report in reports.values():
-        if report.split:
-            split_total.add(report.split)
-    stages["split"] = split_total.as_dict()
-    stages["merge"] = merged_counts.as_dict()
-
-    by_reason: Counter[str] = Counter()
-    for counts in stages.values():
-        by_reason.update(counts["dropped"])
-
-    return {
-        "version": MANIFEST_VERSION,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "records": merged_counts.kept,
-        "sha256": sha256,
-        "seed": seed,
-        "tokenizer": counter.name,
-        "max_length": max_length,
-        "split_rule": SPLIT_RULE,
-        "language": {
-            "detector": "py3langid",
-            "keep_lang": policy.keep_lang,
-            "skip_lang": policy.skip_lang,
-            "reduce_rep": policy.reduce_rep,
-            "applies_to": "all sources" if policy.needs_detection else "none",
-        },
-        "token_lengths": length_stats(lengths),
-        "sources": {name: report.as_dict() for name, report in reports.items()},
-        "stages": stages,
-        "dropped_by_reason": dict(sorted((k, v) for k, v in by_reason.items() if v)),
-        "rejected": rejected.count,
-        "files": files,
-        "seconds": seconds,
+    files = {
+        "dataset_jsonl": merged.jsonl_path.name,
+        "dataset_json": merged.json_path.name,
+        "rejected": build.rejected.path.name,
+        "manifest": MANIFEST_FILE,
     }
+    return dataset_manifest(build, merged, lengths, files)
 
 
-def write_manifest(out_dir: Path, manifest: dict) -> Path:
-    path = out_dir / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    log.info(
-        "event=ingest_done dir=%s records=%d sha256=%s rejected=%d",
-        out_dir,
-        manifest["records"],
-        manifest["sha256"],
-        manifest["rejected"],
+def _filter(
+    conv_files: list[tuple[str, Path]], scratch: Path, build: DatasetBuild
+) -> list[tuple[str, Path]]:
+    filtered: list[tuple[str, Path]] = []
+    progress = build.clock.stage("filter")
+    for name, path in conv_files:
+        report = build.reports.setdefault(name, SourceReport(name, location=str(path)))
+        out = scratch / f"{name}.jsonl"
+        counts = filter_conv_file(
+            name, path, out, build.policy, build.map_fn, build.rejected, on_progress=progress
+        )
+        progress.advance(counts.received)
+        report.stages["filter"] = counts
+        filtered.append((name, out))
+    build.clock.lap("filter")
+    return filtered
+
+
+def _split(
+    filtered: list[tuple[str, Path]], samples_file: Path, build: DatasetBuild
+) -> SampleStore:
+    total = sum(build.reports[name].stages["filter"].kept for name, _ in filtered)
+    store = SampleStore(samples_file)
+    progress = build.clock.stage("split", total)
+    progress(0)
+    for name, path in filtered:
+        split_counts = split_file(
+            path, store, build.counter, build.max_length, on_progress=progress
+        )
+        progress.advance(split_counts.conversations.received)
+        build.reports[name].split = split_counts
+    store.close()
+    build.clock.lap("split")
+    return store
+
+
+def _merge(store: SampleStore, json_path: Path, build: DatasetBuild) -> MergeResult:
+    progress = build.clock.stage("merge", len(store))
+    progress(0)
+    merged = write_dataset(
+        store, json_path.with_suffix(".jsonl"), json_path, build.seed, on_progress=progress
     )
-    return path
-
-
-def default_tokenizer_path() -> str:
-    from shared.settings import default_model_dir
-
-    return ingestor_settings().tokenizer_path or str(default_model_dir())
+    build.clock.lap("merge")
+    return merged

@@ -1,5 +1,10 @@
-"""What a source string names: a Hub dataset key (spec §1.2), a local file or folder, or an
-http(s) URL. Resolution fails early, naming the source, so a caller can answer 400."""
+"""What a source string names: a Hub dataset key, a local file or folder, or an http(s) URL.
+Resolution fails early, naming the source, so a caller can answer 400.
+
+The keys and what ``all`` stands for are the contract in ``shared/datasets.py``; the Hub files
+behind each key are the original's: one archive per CAMEL set, two JSON parts for ShareGPT, one
+parquet file for Alpaca.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +14,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-SOURCE_KEYS = (
-    "ai_society",
-    "code",
-    "math",
-    "physics",
-    "chemistry",
-    "biology",
-    "sharegpt",
-    "alpaca",
-)
-ALL = "all"
-
-# Record formats a converter exists for.
-CAMEL_CHAT = "camel_chat"
-CAMEL_SCIENCE = "camel_science"
-SHAREGPT = "sharegpt"
-ALPACA = "alpaca"
-CONVERSATION = "conversation"
-FORMATS = (CAMEL_CHAT, CAMEL_SCIENCE, SHAREGPT, ALPACA, CONVERSATION)
+from services.ingestor.formats import ALPACA, CAMEL_CHAT, CAMEL_SCIENCE, SHAREGPT
+from shared.datasets import ALL_SOURCES, DATASET_SOURCE_KEYS, expand_sources
 
 
 @dataclass(frozen=True)
@@ -39,12 +27,19 @@ class HubDataset:
 
 
 _SCIENCE = ("math", "physics", "chemistry", "biology")
+# The Hub files of each key of DATASET_SOURCE_KEYS, in the same order.
 HUB_DATASETS: dict[str, HubDataset] = {
     "ai_society": HubDataset(
         "ai_society", "camel-ai/ai_society", ("ai_society_chat.tar.gz",), CAMEL_CHAT
     ),
     "code": HubDataset("code", "camel-ai/code", ("code_chat.tar.gz",), CAMEL_CHAT),
     **{k: HubDataset(k, f"camel-ai/{k}", (f"{k}.zip",), CAMEL_SCIENCE) for k in _SCIENCE},
+    "alpaca": HubDataset(
+        "alpaca",
+        "tatsu-lab/alpaca",
+        ("data/train-00000-of-00001-a09b74b3ef9c3b56.parquet",),
+        ALPACA,
+    ),
     "sharegpt": HubDataset(
         "sharegpt",
         "anon8231489123/ShareGPT_Vicuna_unfiltered",
@@ -53,12 +48,6 @@ HUB_DATASETS: dict[str, HubDataset] = {
             "HTML_cleaned_raw_dataset/sg_90k_part2.json",
         ),
         SHAREGPT,
-    ),
-    "alpaca": HubDataset(
-        "alpaca",
-        "tatsu-lab/alpaca",
-        ("data/train-00000-of-00001-a09b74b3ef9c3b56.parquet",),
-        ALPACA,
     ),
 }
 
@@ -75,16 +64,6 @@ class Source:
     @property
     def hub(self) -> HubDataset:
         return HUB_DATASETS[self.location]
-
-
-def expand_keys(names: list[str]) -> list[str]:
-    """``all`` stands for every Hub key, in SOURCE_KEYS order; duplicates are removed."""
-    out: list[str] = []
-    for name in names:
-        for item in SOURCE_KEYS if name == ALL else (name,):
-            if item not in out:
-                out.append(item)
-    return out
 
 
 def _slug(text: str) -> str:
@@ -105,7 +84,7 @@ def resolve_sources(specs: list[str]) -> list[Source]:
         raise ValueError("no source given: name dataset keys, local paths or http(s) URLs")
     taken: set[str] = set()
     out: list[Source] = []
-    for spec in expand_keys(specs):
+    for spec in expand_sources(specs):
         if spec in HUB_DATASETS:
             name = _unique(spec, taken)
             out.append(Source(name, "hub", spec, HUB_DATASETS[spec].format))
@@ -118,7 +97,8 @@ def resolve_sources(specs: list[str]) -> list[Source]:
             out.append(Source(_unique(_slug(path.name.split(".")[0]), taken), "local", str(path)))
         else:
             raise ValueError(
-                f"unknown source {spec!r}: not a dataset key ({', '.join(SOURCE_KEYS)}, all), "
+                f"unknown source {spec!r}: not a dataset key "
+                f"({', '.join(DATASET_SOURCE_KEYS)}, {ALL_SOURCES}), "
                 "an existing local path, or an http(s) URL"
             )
     return out

@@ -5,21 +5,13 @@ For merging without the queue see ``python -m services.merger.apply_lora``.
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 
-from shared.celery_app import MERGE_QUEUE, run_worker
-from shared.logging_setup import configure_logging
+from shared.celery_app import MERGE_QUEUE, worker_main
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    configure_logging("merger", args.log_level)
-
-    from services.merger.tasks import app
-
-    run_worker(app, [MERGE_QUEUE], "merger", args.log_level)
+def main(argv: Sequence[str] | None = None) -> None:
+    worker_main("merger", [MERGE_QUEUE], argv, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

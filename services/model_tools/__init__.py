@@ -1,1 +1,1 @@
-"""Model utilities (spec §5.5-5.8): LLaMA conversion, half precision, delta weights, downloads."""
+"""Model utilities: LLaMA conversion, half precision, delta weights, CAMEL model downloads."""

@@ -1,4 +1,4 @@
-"""Convert an original Meta LLaMA checkpoint to Hugging Face format (spec §5.8).
+"""Convert an original Meta LLaMA checkpoint to Hugging Face format.
 
 ``python -m services.model_tools.convert_llama --input-dir DIR --model-size 7B|13B|30B|65B|
 tokenizer_only --output-dir OUT``. ``DIR`` holds ``tokenizer.model`` and ``<size>/`` with
@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from shared.cli import exit_status
 
 log = logging.getLogger(__name__)
 
@@ -199,13 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         help="auto: transformers' script when installed (float16 only), else ours",
     )
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> str:
         used = convert(args.input_dir, args.model_size, args.output_dir, args.dtype, args.converter)
-    except ConversionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"converted {args.model_size} into {args.output_dir} (converter: {used})")
-    return 0
+        return f"converted {args.model_size} into {args.output_dir} (converter: {used})"
+
+    return exit_status(run, ConversionError)
 
 
 if __name__ == "__main__":

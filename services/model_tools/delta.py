@@ -1,4 +1,4 @@
-"""Delta weights (spec §5.6), both ways: ``make`` (target - base) and ``apply`` (base + delta).
+"""Delta weights, both ways: ``make`` (target - base) and ``apply`` (base + delta).
 
 ``python -m services.model_tools.delta make --base B --target T --delta D [--hub-repo-id ID]``
 ``python -m services.model_tools.delta apply --base B --delta D --target T``
@@ -16,6 +16,8 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+from shared.cli import fail
 
 log = logging.getLogger(__name__)
 
@@ -113,40 +115,48 @@ def _push(delta_path: Path, repo_id: str) -> None:
     api.upload_folder(folder_path=str(delta_path), repo_id=repo_id)
 
 
+def _make(args: argparse.Namespace) -> int:
+    inexact = make_delta(args.base, args.target, args.delta)
+    if inexact:
+        return fail(
+            f"base + delta would not reproduce {len(inexact)} tensors exactly "
+            f"(first: {inexact[0]}); nothing was saved",
+            1,
+        )
+    print(f"delta saved to {args.delta}; base + delta reproduces the target exactly")
+    if args.hub_repo_id:
+        _push(args.delta, args.hub_repo_id)
+        print(f"pushed to {args.hub_repo_id}")
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    apply_delta(args.base, args.delta, args.target)
+    print(f"target rebuilt in {args.target}")
+    return 0
+
+
+def _add_model_paths(parser: argparse.ArgumentParser, *names: str) -> None:
+    """``--base``/``--target``/``--delta``, also under the original's ``--<name>-model-path``
+    (``--delta-path`` for the delta)."""
+    for name in names:
+        original = "--delta-path" if name == "delta" else f"--{name}-model-path"
+        parser.add_argument(f"--{name}", original, type=Path, required=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("make", help="delta = target - base")
-    make.add_argument("--base", "--base-model-path", type=Path, required=True)
-    make.add_argument("--target", "--target-model-path", type=Path, required=True)
-    make.add_argument("--delta", "--delta-path", type=Path, required=True)
+    _add_model_paths(make, "base", "target", "delta")
     make.add_argument("--hub-repo-id", default=None)
     apply = commands.add_parser("apply", help="target = base + delta")
-    apply.add_argument("--base", "--base-model-path", type=Path, required=True)
-    apply.add_argument("--delta", "--delta-path", type=Path, required=True)
-    apply.add_argument("--target", "--target-model-path", type=Path, required=True)
+    _add_model_paths(apply, "base", "delta", "target")
     args = parser.parse_args(argv)
     try:
-        if args.command == "make":
-            inexact = make_delta(args.base, args.target, args.delta)
-            if inexact:
-                print(
-                    f"error: base + delta would not reproduce {len(inexact)} tensors exactly "
-                    f"(first: {inexact[0]}); nothing was saved",
-                    file=sys.stderr,
-                )
-                return 1
-            print(f"delta saved to {args.delta}; base + delta reproduces the target exactly")
-            if args.hub_repo_id:
-                _push(args.delta, args.hub_repo_id)
-                print(f"pushed to {args.hub_repo_id}")
-        else:
-            apply_delta(args.base, args.delta, args.target)
-            print(f"target rebuilt in {args.target}")
+        return _make(args) if args.command == "make" else _apply(args)
     except DeltaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return fail(exc, 2)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,20 @@
-"""Download the released CAMEL models from the Hub into the models volume (spec §5.7).
+"""Download the released CAMEL models from the Hub into the models volume.
 
 ``python -m services.model_tools.download_camel --model-name CAMEL-13B-Combined-Data
-[--download-directory DIR]`` (default: MODELS_DIR). Files already there are kept and partial
-ones resumed, so an interrupted download continues where it stopped.
+[--models-dir DIR]`` (also ``--download-directory``, ``--download_directory``; default
+MODELS_DIR) fetches the whole Hub repo ``camel-ai/<name>`` as real files into ``DIR/<name>``.
+Files already there are kept and partial ones resumed, so an interrupted download continues
+where it stopped.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.cli import SettingsParser, exit_status
 from shared.settings import CommonSettings
 
 CAMEL_MODELS = (
@@ -55,26 +57,24 @@ def download(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
+    cli = SettingsParser(
+        __doc__.split("\n\n")[0],
+        CommonSettings,
+        aliases={"--download-directory": "--models-dir", "--download_directory": "--models-dir"},
+        fields=("models_dir",),
+        prog="python -m services.model_tools.download_camel",
+    )
+    cli.parser.add_argument(
         "--model-name", "--model_name", "--model", required=True, choices=CAMEL_MODELS
     )
-    parser.add_argument(
-        "--download-directory",
-        "--download_directory",
-        type=Path,
-        default=None,
-        help="default: MODELS_DIR",
-    )
-    args = parser.parse_args(argv)
-    directory = args.download_directory or CommonSettings().models_dir
-    try:
+    args = cli.parse(argv)
+    directory = cli.settings(CommonSettings).models_dir
+
+    def run() -> str:
         target = download(args.model_name, directory)
-    except DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"downloaded {HUB_ORG}/{args.model_name} into {target}")
-    return 0
+        return f"downloaded {HUB_ORG}/{args.model_name} into {target}"
+
+    return exit_status(run, DownloadError)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Rewrite a checkpoint in half precision (spec §5.5): ``python -m services.model_tools.to_half
---in-checkpoint IN --out-checkpoint OUT [--dtype float16|bfloat16]``."""
+"""Rewrite a checkpoint in half precision: ``python -m services.model_tools.to_half
+--in-checkpoint IN --out-checkpoint OUT [--dtype float16|bfloat16]`` loads the model in that dtype
+(low CPU memory) with its tokenizer and saves both to OUT."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from shared.cli import exit_status
+
+
+class NotAModelError(Exception):
+    """The input folder holds no model."""
+
 
 def to_half(source: Path, target: Path, dtype: str = "float16") -> None:
     """Model and tokenizer of ``source`` saved to ``target`` with weights in ``dtype``."""
+    if not (source / "config.json").is_file():
+        raise NotAModelError(f"{source} is not a model folder (no config.json)")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -27,14 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-checkpoint", "--out_checkpoint", type=Path, required=True)
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     args = parser.parse_args(argv)
-    if not (args.in_checkpoint / "config.json").is_file():
-        print(
-            f"error: {args.in_checkpoint} is not a model folder (no config.json)", file=sys.stderr
-        )
-        return 2
-    to_half(args.in_checkpoint, args.out_checkpoint, args.dtype)
-    print(f"saved {args.dtype} checkpoint to {args.out_checkpoint}")
-    return 0
+
+    def run() -> str:
+        to_half(args.in_checkpoint, args.out_checkpoint, args.dtype)
+        return f"saved {args.dtype} checkpoint to {args.out_checkpoint}"
+
+    return exit_status(run, NotAModelError)
 
 
 if __name__ == "__main__":

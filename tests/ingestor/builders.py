@@ -1,4 +1,5 @@
-"""Fixture writers in the exact upstream layouts (spec §1.2), with text written here."""
+"""Fixture writers in the exact upstream layouts (CAMEL tar.gz/zip of one JSON file per record,
+ShareGPT JSON parts, Alpaca parquet), with text written here."""
 
 from __future__ import annotations
 
@@ -31,8 +32,22 @@ def english(i: int, words: int = 0) -> str:
     return base + (" and the work goes on" * (words // 5))
 
 
+def conversation_record(
+    record_id: str, *values: str, roles: tuple[str, str] = ("human", "gpt")
+) -> dict[str, Any]:
+    """A record in the common conversation format whose turns alternate between ``roles``."""
+    turns = [{"from": roles[i % 2], "value": value} for i, value in enumerate(values)]
+    return {"id": record_id, "conversations": turns}
+
+
 def camel_message(role_type: str, content: str, role_name: str = "Agent") -> dict[str, Any]:
     return {"role_type": role_type, "role_name": role_name, "role": "user", "content": content}
+
+
+def camel_messages(*messages: tuple[str, str], **other_keys: Any) -> dict[str, Any]:
+    """A CAMEL chat record of ``message_1`` ... from ``(role_type, content)`` pairs."""
+    record = {f"message_{i}": camel_message(*m) for i, m in enumerate(messages, 1)}
+    return {**record, **other_keys}
 
 
 def camel_chat_record(

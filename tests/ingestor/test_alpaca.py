@@ -1,4 +1,4 @@
-"""Alpaca conversion (spec §1.3) and its parquet reader."""
+"""Alpaca conversion and its parquet reader."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from services.ingestor.alpaca import convert_alpaca
-from services.ingestor.readers import read_units
-from services.ingestor.records import RecordProblem
+from services.ingestor.files.readers import read_units
+from services.ingestor.formats.alpaca import convert_alpaca
+from services.ingestor.formats.records import RecordProblem
 from tests.ingestor.builders import alpaca_parquet, alpaca_rows
 
 

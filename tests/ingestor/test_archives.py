@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ingestor.archives import (
+from services.ingestor.files.archives import (
     CorruptArchiveError,
     archive_stem,
     extract_archive,

@@ -1,17 +1,22 @@
-"""CAMEL chat and science conversion rules (spec §1.3)."""
+"""CAMEL chat and science conversion rules."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.ingestor.camel import (
+from services.ingestor.formats.camel import (
     SCAFFOLDING,
     convert_camel_chat,
     convert_camel_science,
     strip_scaffolding,
 )
-from services.ingestor.records import RecordProblem
-from tests.ingestor.builders import camel_chat_record, camel_message, science_record
+from services.ingestor.formats.records import RecordProblem
+from tests.ingestor.builders import (
+    camel_chat_record,
+    camel_message,
+    camel_messages,
+    science_record,
+)
 
 
 def test_scaffolding_phrases_removed_in_order_as_plain_replace_all() -> None:
@@ -58,13 +63,13 @@ def test_without_task_done_every_message_is_kept() -> None:
 
 
 def test_more_user_messages_add_one_extra_human_turn_with_the_last_one() -> None:
-    record = {
-        "message_1": camel_message("USER", "u1"),
-        "message_2": camel_message("ASSISTANT", "a1"),
-        "message_3": camel_message("USER", "u2"),
-        "message_4": camel_message("USER", "u3"),
-        "termination_reason": "max_num_messages",
-    }
+    record = camel_messages(
+        ("USER", "u1"),
+        ("ASSISTANT", "a1"),
+        ("USER", "u2"),
+        ("USER", "u3"),
+        termination_reason="max_num_messages",
+    )
     out = convert_camel_chat(record, "x")["conversations"]
     assert [(t["from"], t["value"]) for t in out] == [
         ("human", "u1"),
@@ -74,12 +79,12 @@ def test_more_user_messages_add_one_extra_human_turn_with_the_last_one() -> None
 
 
 def test_more_assistant_messages_add_one_extra_gpt_turn_with_the_last_one() -> None:
-    record = {
-        "message_1": camel_message("USER", "u1"),
-        "message_2": camel_message("ASSISTANT", "a1"),
-        "message_3": camel_message("ASSISTANT", "a2"),
-        "termination_reason": "max_num_messages",
-    }
+    record = camel_messages(
+        ("USER", "u1"),
+        ("ASSISTANT", "a1"),
+        ("ASSISTANT", "a2"),
+        termination_reason="max_num_messages",
+    )
     out = convert_camel_chat(record, "x")["conversations"]
     assert [(t["from"], t["value"]) for t in out] == [("human", "u1"), ("gpt", "a1"), ("gpt", "a2")]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.ingestor.convert_stage import convert_source
-from services.ingestor.parallel import ordered_map
-from services.ingestor.quarantine import RejectedLog
+from services.ingestor.files.quarantine import RejectedLog
+from services.ingestor.stages.convert import convert_source
+from services.ingestor.stages.parallel import ordered_map
 from tests.ingestor import builders as b
 
 

@@ -6,18 +6,23 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from services.ingestor import convert, download, fetch, merge
-from services.ingestor.download_stage import fetch_source
+from services.ingestor.commands import convert, download, merge
+from services.ingestor.files import fetch
+from services.ingestor.files.quarantine import RejectedLog
 from services.ingestor.pipeline import IngestSpec, run_pipeline
-from services.ingestor.quarantine import RejectedLog
-from services.ingestor.sources import SOURCE_KEYS, resolve_sources
+from services.ingestor.sources import resolve_sources
+from services.ingestor.stages.download import fetch_source
+from shared.datasets import DATASET_SOURCE_KEYS
 from tests.ingestor import builders as b
+from tests.support import REPO_ROOT
 
 SHAREGPT_FILES = (
     "HTML_cleaned_raw_dataset/sg_90k_part1.json",
@@ -108,7 +113,7 @@ def test_download_extracts_into_the_chosen_folder_and_goes_on_after_a_failure(
 def test_all_means_every_dataset(hub: FakeHub, tmp_path: Path) -> None:
     download.main(["--download-directory", str(tmp_path / "d"), "--datasets", "all"])
     repos = {repo for repo, _, _ in hub.calls}
-    assert len(repos) == len(SOURCE_KEYS)
+    assert len(repos) == len(DATASET_SOURCE_KEYS)
 
 
 def test_corrupt_download_is_reported_not_raised(hub: FakeHub, tmp_path: Path) -> None:
@@ -171,6 +176,7 @@ def test_download_convert_merge_commands_chain(
     argv = [
         "--in-directory", str(folder), "--out-file", "dataset.json",
         "--tokenizer-path", str(tiny_model_dir), "--max-length", "2048", "--workers", "1",
+        "--keep_lang", "all", "--reduce_rep",
     ]  # fmt: skip
     assert merge.main(argv) == 0
     out = capsys.readouterr().out
@@ -181,6 +187,8 @@ def test_download_convert_merge_commands_chain(
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["records"] == 21
     assert set(manifest["sources"]) == set(keys)
+    assert (manifest["language"]["keep_lang"], manifest["language"]["reduce_rep"]) == ("all", True)
+    assert manifest["spec"]["tokenizer_path"] == str(tiny_model_dir)
 
 
 def test_convert_reports_a_dataset_that_was_not_downloaded(
@@ -203,3 +211,32 @@ def test_runs_share_hub_downloads_and_give_the_same_dataset(
     second = run_pipeline(spec, tmp_path / "job2", download_dir=shared)
     assert hub.calls == []
     assert second["sha256"] == first["sha256"]  # ids and order derive from the seed
+
+
+@pytest.mark.parametrize(
+    ("command", "spellings"),
+    [
+        ("download", ["--download_directory", "--datasets"]),
+        ("convert", ["--download_directory", "--datasets", "--workers"]),
+        ("merge", ["--in_directory", "--out_file", "--tokenizer_path", "--max_length"]),
+    ],
+)
+def test_the_original_command_lines_stay_where_they_were(command: str, spellings: list) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", f"services.ingestor.{command}", "--help"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(spelling in done.stdout for spelling in spellings)
+
+
+def test_settings_give_the_defaults_and_flags_of_other_commands_are_refused(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("INGEST_DOWNLOAD_DIR", str(tmp_path / "from-env"))
+    assert download.main(["--datasets", "biology"]) == 0
+    assert (tmp_path / "from-env" / "biology" / "1_1.json").is_file()
+    with pytest.raises(SystemExit) as info:
+        download.main(["--datasets", "biology", "--max-length", "5"])
+    assert info.value.code == 2
+    assert "--max-length" in capsys.readouterr().err

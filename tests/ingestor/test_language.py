@@ -1,23 +1,19 @@
-"""Language and repetition filter (spec §1.5) on the offline detector."""
+"""Language and repetition filter on the offline detector."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.ingestor.language import (
+from services.ingestor.rules.language import (
     LanguagePolicy,
     detect_language,
     language_drop_reason,
 )
-from tests.ingestor.builders import ENGLISH, FRENCH
+from tests.ingestor.builders import ENGLISH, FRENCH, conversation_record
 
 
 def record(*values: str) -> dict:
-    roles = ["human", "gpt"]
-    return {
-        "id": "x",
-        "conversations": [{"from": roles[i % 2], "value": v} for i, v in enumerate(values)],
-    }
+    return conversation_record("x", *values)
 
 
 def test_detects_english_and_french_offline() -> None:

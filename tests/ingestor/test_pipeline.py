@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from services.ingestor.counts import STAGES, counts_balance
+from services.ingestor.formats.records import roles_alternate
 from services.ingestor.pipeline import IngestError, IngestSpec, run_pipeline
-from services.ingestor.records import roles_alternate
+from services.ingestor.stages.counts import STAGES, counts_balance
 from tests.ingestor import builders as b
 from tests.support import REPO_ROOT
 
@@ -22,29 +22,18 @@ MAX_LENGTH = 512
 
 
 def conversation_lines() -> list[dict]:
-    good = {
-        "id": "conv-good",
-        "conversations": [
-            {"from": "human", "value": b.english(1)},
-            {"from": "gpt", "value": b.english(2)},
-        ],
-    }
-    oversized = {
-        "id": "conv-long",
-        "conversations": [
-            {"from": "human", "value": b.english(3)},
-            {"from": "gpt", "value": b.english(4)},
-            {"from": "human", "value": b.english(5)},
-            {"from": "gpt", "value": b.english(6, words=600)},  # one round over the budget
-            {"from": "human", "value": b.english(7)},
-            {"from": "gpt", "value": b.english(8)},
-        ],
-    }
+    good = b.conversation_record("conv-good", b.english(1), b.english(2))
+    oversized = b.conversation_record(
+        "conv-long",
+        b.english(3),
+        b.english(4),
+        b.english(5),
+        b.english(6, words=600),  # one round over the budget
+        b.english(7),
+        b.english(8),
+    )
     missing = {"id": "conv-missing", "turns": []}
-    wrong_roles = {
-        "id": "conv-system",
-        "conversations": [{"from": "system", "value": "x"}, {"from": "gpt", "value": "y"}],
-    }
+    wrong_roles = b.conversation_record("conv-system", "x", "y", roles=("system", "gpt"))
     return [good, oversized, missing, wrong_roles]
 
 
@@ -288,7 +277,7 @@ def test_run_command_as_a_process(mixture: Path, tiny_model_dir: Path, tmp_path:
 
 
 def test_token_length_histogram_counts_each_sample_once() -> None:
-    from services.ingestor.merge_stage import length_stats
+    from services.ingestor.stages.merge import length_stats
 
     stats = length_stats([3, 16, 17, 40, 64, 65, 500])
     assert stats["histogram"] == [

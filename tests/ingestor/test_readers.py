@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.ingestor.formats import detect_format
-from services.ingestor.readers import read_units
-from services.ingestor.sources import resolve_sources
+from services.ingestor.files.readers import read_units
+from services.ingestor.formats.detect import detect_format
+from services.ingestor.sources import HUB_DATASETS, resolve_sources
+from shared.datasets import DATASET_SOURCE_KEYS
 from tests.ingestor import builders as b
 
 
@@ -84,8 +85,12 @@ def test_unusable_sources_raise_value_error_naming_them(tmp_path: Path) -> None:
         resolve_sources([str(tmp_path / "nowhere.json")])
     names = [s.name for s in resolve_sources(["all", "sharegpt", str(tmp_path)])]
     assert names[:8] == ["ai_society", "code", "math", "physics", "chemistry", "biology",
-                         "sharegpt", "alpaca"]  # fmt: skip
+                         "alpaca", "sharegpt"]  # fmt: skip
     assert len(names) == 9
+
+
+def test_every_shared_dataset_key_has_its_hub_files() -> None:
+    assert tuple(HUB_DATASETS) == DATASET_SOURCE_KEYS
 
 
 def test_corrupt_parquet_is_one_error_unit(tmp_path: Path) -> None:

@@ -1,13 +1,13 @@
-"""ShareGPT cleaning (spec §1.4): HTML to markdown, statuses, de-duplication."""
+"""ShareGPT cleaning: HTML to markdown, statuses, de-duplication."""
 
 from __future__ import annotations
 
 import pytest
 from bs4.exceptions import ParserRejectedMarkup
 
-from services.ingestor import sharegpt
-from services.ingestor.records import RecordProblem
-from services.ingestor.sharegpt import (
+from services.ingestor.formats import sharegpt
+from services.ingestor.formats.records import RecordProblem
+from services.ingestor.formats.sharegpt import (
     ShareGPTDeduplicator,
     clean_sharegpt,
     dedup_keys,

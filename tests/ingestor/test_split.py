@@ -1,4 +1,4 @@
-"""Token-budget splitting (spec §1.6) with the original's defects fixed."""
+"""Token-budget splitting with the original's defects fixed."""
 
 from __future__ import annotations
 
@@ -7,18 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from services.ingestor.records import roles_alternate
-from services.ingestor.split import TURN_ALLOWANCE, split_conversation, turn_costs
-from services.ingestor.split_stage import SampleStore, split_file
-from services.ingestor.tokens import TurnTokenCounter
+from services.ingestor.formats.records import roles_alternate
+from services.ingestor.rules.splitting import TURN_ALLOWANCE, split_conversation, turn_costs
+from services.ingestor.rules.tokens import TurnTokenCounter
+from services.ingestor.stages.split import SampleStore, split_file
+from tests.ingestor.builders import conversation_record
 
 
 def convo(n_turns: int, first: str = "human", rid: str = "c") -> dict:
-    roles = ["human", "gpt"] if first == "human" else ["gpt", "human"]
-    return {
-        "id": rid,
-        "conversations": [{"from": roles[i % 2], "value": f"turn {i}"} for i in range(n_turns)],
-    }
+    roles = ("human", "gpt") if first == "human" else ("gpt", "human")
+    return conversation_record(rid, *(f"turn {i}" for i in range(n_turns)), roles=roles)
 
 
 def spans(result) -> list[tuple[str, list[str]]]:
@@ -103,15 +101,13 @@ def test_counts_real_tokens_in_batches(counter: TurnTokenCounter) -> None:
 def test_split_file_uses_real_token_counts_at_the_budget_edge(
     counter: TurnTokenCounter, tmp_path: Path
 ) -> None:
-    record = {
-        "id": "r",
-        "conversations": [
-            {"from": "human", "value": "What is the capital of France?"},
-            {"from": "gpt", "value": "The capital of France is Paris."},
-            {"from": "human", "value": "And the quick brown fox?"},
-            {"from": "gpt", "value": "It jumps over the lazy dog."},
-        ],
-    }
+    record = conversation_record(
+        "r",
+        "What is the capital of France?",
+        "The capital of France is Paris.",
+        "And the quick brown fox?",
+        "It jumps over the lazy dog.",
+    )
     costs = turn_costs(counter.count([t["value"] for t in record["conversations"]]))
     filtered = tmp_path / "in.jsonl"
     filtered.write_text(json.dumps(record) + "\n")

@@ -1,4 +1,5 @@
-"""``python -m services.merger.apply_lora`` as a user runs it: progress, figure, exit codes."""
+"""``python -m services.merger.apply_lora`` as a user runs it: progress, figure, exit codes; and
+``python -m services.merger``, the worker."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.support import REPO_ROOT
 
@@ -43,3 +46,23 @@ def test_cli_merges_and_reports_errors_without_a_traceback(
     assert not_an_adapter.returncode == 1
     assert "has no adapter_config.json (it holds a full model" in not_an_adapter.stderr
     assert "Traceback" not in not_an_adapter.stderr
+
+
+def test_python_m_services_merger_starts_a_worker_on_the_merge_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shared.celery_app as celery_app
+    from services.merger.__main__ import main
+
+    started = []
+    monkeypatch.setattr(celery_app, "configure_logging", lambda *args: None)
+    monkeypatch.setattr(
+        celery_app, "run_worker", lambda app, *args: started.append((app.main, *args))
+    )
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    main([])
+    main(["--log-level", "DEBUG"])
+    assert started == [
+        ("merger", ["merge"], "merger", "WARNING"),
+        ("merger", ["merge"], "merger", "DEBUG"),
+    ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.model_tools.download_camel import CAMEL_MODELS, DownloadError, download
+from services.model_tools.download_camel import CAMEL_MODELS, DownloadError, download, main
 from tests.support import REPO_ROOT
 
 
@@ -42,3 +42,15 @@ def test_only_released_models_are_known(tmp_path: Path) -> None:
     assert len(CAMEL_MODELS) == 3
     with pytest.raises(DownloadError, match="unknown model"):
         download("CAMEL-7B", tmp_path, fetch=lambda **_: "")
+
+
+def test_the_folder_is_the_models_dir_setting_under_the_original_flag_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path / "env"))
+    assert main(["--model", "CAMEL-13B-Combined-Data"]) == 2
+    assert str(tmp_path / "env" / "CAMEL-13B-Combined-Data") in capsys.readouterr().err
+    flag = ["--download_directory", str(tmp_path / "flag")]
+    assert main(["--model_name", "CAMEL-13B-Combined-Data", *flag]) == 2
+    assert str(tmp_path / "flag" / "CAMEL-13B-Combined-Data") in capsys.readouterr().err

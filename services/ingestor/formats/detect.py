@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from services.ingestor.sources import (
+from services.ingestor.formats import (
     ALPACA,
     CAMEL_CHAT,
     CAMEL_SCIENCE,

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from services.ingestor.alpaca import convert_alpaca
-from services.ingestor.camel import convert_camel_chat, convert_camel_science
-from services.ingestor.conversation_format import convert_conversation
-from services.ingestor.json_io import list_item_json
-from services.ingestor.records import QUARANTINE_REASONS, RecordProblem
-from services.ingestor.sharegpt import clean_sharegpt, dedup_keys
-from services.ingestor.sources import ALPACA, CAMEL_CHAT, CAMEL_SCIENCE, CONVERSATION, SHAREGPT
+from services.ingestor.files.writers import list_item_json
+from services.ingestor.formats import ALPACA, CAMEL_CHAT, CAMEL_SCIENCE, CONVERSATION, SHAREGPT
+from services.ingestor.formats.alpaca import convert_alpaca
+from services.ingestor.formats.camel import convert_camel_chat, convert_camel_science
+from services.ingestor.formats.conversation import convert_conversation
+from services.ingestor.formats.records import QUARANTINE_REASONS, RecordProblem
+from services.ingestor.formats.sharegpt import clean_sharegpt, dedup_keys
 
 CONVERTERS: dict[str, Callable[[Any, str], dict[str, Any]]] = {
     CAMEL_CHAT: convert_camel_chat,

@@ -1,5 +1,6 @@
-"""Getting raw files onto disk: single files from the Hugging Face Hub (spec §1.2) and http(s)
-downloads. Both write through a temporary name, so a broken transfer never looks complete."""
+"""Getting raw files onto disk: single dataset files from the Hugging Face Hub (real files under
+the chosen folder, no cache links) and http(s) downloads. Both write through a temporary name, so
+a broken transfer never looks complete."""
 
 from __future__ import annotations
 

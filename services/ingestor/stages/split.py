@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.ingestor.counts import StageCounts
-from services.ingestor.json_io import jsonl_line
-from services.ingestor.split import split_conversation, turn_costs
-from services.ingestor.tokens import TurnTokenCounter
+from services.ingestor.files.writers import jsonl_line
+from services.ingestor.rules.splitting import split_conversation, turn_costs
+from services.ingestor.rules.tokens import TurnTokenCounter
+from services.ingestor.stages.counts import StageCounts
 
 STAGE = "split"
 BATCH_CONVERSATIONS = 256

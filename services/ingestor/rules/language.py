@@ -1,4 +1,6 @@
-"""Language and repetition filter (spec §1.5), on an offline detector.
+"""Language and repetition filter, on an offline detector: with ``keep_lang`` other than
+``all`` a conversation in another language is dropped, one in ``skip_lang`` is dropped, and with
+``reduce_rep`` one holding a digit repeated 9 times in a row is dropped.
 
 py3langid ships its model inside the wheel (no download, deterministic, numpy only) and labels a
 4 KB text in about 0.6 ms. Only the first ``SAMPLE_CHARS`` characters of a conversation are looked

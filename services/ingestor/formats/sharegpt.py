@@ -1,5 +1,7 @@
-"""ShareGPT cleaning (spec §1.4): HTML to markdown with ChatGPT page noise removed, per-sample
-status, and de-duplication by id and by (first gpt reply, number of turns)."""
+"""ShareGPT cleaning, as FastChat's cleaner does it: HTML to markdown with the ChatGPT page's
+noise removed (code-block labels, "Copy code", regenerate counters), a status per sample
+(``too_short``, ``wrong_format``, ``blocked_words``, ``parser_error``), and de-duplication by id
+and by (first gpt reply, number of turns) in input order."""
 
 from __future__ import annotations
 
@@ -10,7 +12,14 @@ from typing import Any
 import markdownify
 from bs4.exceptions import ParserRejectedMarkup
 
-from services.ingestor.records import HUMAN, ROLES, RecordProblem, conversation, turn
+from services.ingestor.formats.records import (
+    HUMAN,
+    ROLES,
+    RecordProblem,
+    conversation,
+    own_id,
+    turn,
+)
 
 BLOCKED_WORDS = ("openai", "chatgpt")
 
@@ -78,8 +87,7 @@ def clean_sharegpt(record: Any, record_id: str) -> dict[str, Any]:
             cleaned.append(turn(t["from"], html_to_markdown(t["value"])))
         except (ParserRejectedMarkup, AssertionError) as exc:
             raise RecordProblem("parser_error", str(exc)[:200]) from exc
-    own_id = record.get("id")
-    return conversation(str(own_id) if own_id is not None else record_id, cleaned)
+    return conversation(own_id(record, record_id), cleaned)
 
 
 def dedup_keys(sample: dict[str, Any]) -> tuple[bytes, bytes]:

@@ -13,28 +13,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from services.ingestor.counts import StageCounts
-from services.ingestor.json_io import jsonl_line
-from services.ingestor.language import (
+from services.ingestor.files.quarantine import RejectedLog
+from services.ingestor.files.readers import read_units
+from services.ingestor.files.writers import jsonl_line
+from services.ingestor.formats.records import derived_uuid4, normalized, structure_problem
+from services.ingestor.rules.language import (
     LanguagePolicy,
     conversation_sample,
     detect_language,
     has_repeated_digits,
     language_reason,
 )
-from services.ingestor.parallel import OrderedMap
-from services.ingestor.quarantine import RejectedLog
-from services.ingestor.readers import read_units
-from services.ingestor.records import (
-    QUARANTINE_REASONS,
-    conversation,
-    derived_uuid4,
-    structure_problem,
-    turn,
-)
+from services.ingestor.stages.counts import StageCounts, Tally
+from services.ingestor.stages.parallel import OrderedMap
 
 STAGE = "filter"
-PROGRESS_EVERY = 1000
 
 
 class Candidate(NamedTuple):
@@ -44,14 +37,6 @@ class Candidate(NamedTuple):
     detail: str | None = None
     sample: str | None = None  # text for the language detector
     fallback_id: str = ""
-
-
-def normalized(record: dict[str, Any], fallback_id: str) -> dict[str, Any]:
-    """Only the id and the turns, as text that can be written (conv files may come from
-    elsewhere, without ids, with extra keys or with undecodable characters)."""
-    own_id = record.get("id")
-    turns = [turn(t["from"], t["value"]) for t in record["conversations"]]
-    return conversation(str(own_id) if own_id is not None else fallback_id, turns)
 
 
 def detect_sample(sample: str | None) -> str | None:
@@ -78,18 +63,17 @@ def filter_conv_file(
     name: str,
     conv_file: Path,
     out_file: Path,
-    *,
     policy: LanguagePolicy,
     map_fn: OrderedMap,
     rejected: RejectedLog,
     on_progress: Callable[[int], None] | None = None,
 ) -> StageCounts:
     """Filter one ``*_conv.json``/``.jsonl`` into ``out_file`` (JSON Lines)."""
-    counts = StageCounts()
+    tally = Tally(STAGE, name, rejected, on_progress)
     to_detect, candidates = itertools.tee(_candidates(conv_file, policy))
     codes = map_fn(detect_sample, (c.sample for c in to_detect))
     with out_file.open("w", encoding="utf-8") as out:
-        for done, (candidate, code) in enumerate(zip(candidates, codes, strict=True), 1):
+        for candidate, code in zip(candidates, codes, strict=True):
             reason = candidate.reason
             if reason is None and code is not None:
                 reason = language_reason(code, policy)
@@ -97,15 +81,7 @@ def filter_conv_file(
                 reason = "repeated_digits"
             if reason is None:
                 out.write(jsonl_line(normalized(candidate.record, candidate.fallback_id)))
-                counts.keep()
+                tally.keep()
             else:
-                counts.drop(reason)
-                if reason in QUARANTINE_REASONS:
-                    rejected.add(
-                        name, STAGE, reason, candidate.record, candidate.file, candidate.detail
-                    )
-            if on_progress and done % PROGRESS_EVERY == 0:
-                on_progress(done)
-    if on_progress:
-        on_progress(counts.received)
-    return counts
+                tally.drop(reason, candidate.record, candidate.file, candidate.detail)
+    return tally.finish()

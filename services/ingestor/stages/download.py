@@ -8,22 +8,24 @@ found inside a local folder.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.ingestor.archives import (
+from services.ingestor.files.archives import (
     CorruptArchiveError,
     archive_stem,
     extract_archive,
     is_archive,
     is_extracted,
 )
-from services.ingestor.counts import StageCounts
-from services.ingestor.data_files import iter_archives
-from services.ingestor.fetch import download_hub_file, download_url, url_file_name
-from services.ingestor.quarantine import RejectedLog
+from services.ingestor.files.data_files import iter_archives
+from services.ingestor.files.fetch import download_hub_file, download_url, url_file_name
+from services.ingestor.files.quarantine import RejectedLog
 from services.ingestor.sources import Source
+from services.ingestor.stages.counts import StageCounts
 
 log = logging.getLogger(__name__)
 STAGE = "download"
@@ -35,6 +37,10 @@ class FetchedSource:
     roots: list[Path] = field(default_factory=list)
     counts: StageCounts = field(default_factory=StageCounts)
     unsafe_members: int = 0
+
+    def add_root(self, root: Path) -> None:
+        self.roots.append(root)
+        self.counts.keep()
 
 
 def fetch_source(
@@ -49,74 +55,81 @@ def fetch_source(
     elif source.kind == "url":
         _fetch_url(fetched, download_dir / source.name, rejected, http_timeout)
     else:
-        path = Path(source.location)
-        if path.is_dir():
-            fetched.roots.append(path)
-            fetched.counts.keep()
-            for archive in iter_archives(path):
-                slug = "_".join((*archive.relative_to(path).parts[:-1], archive_stem(archive)))
-                _unpack(fetched, archive, download_dir / source.name / slug, rejected, False)
-        elif is_archive(path):
-            target = download_dir / source.name / archive_stem(path)
-            _unpack(fetched, path, target, rejected, delete_archive=False)
-        else:
-            fetched.roots.append(path)
-            fetched.counts.keep()
+        _use_local(fetched, Path(source.location), download_dir / source.name, rejected)
     return fetched
 
 
-def _fail(
-    fetched: FetchedSource, reason: str, file: str, exc: BaseException, rej: RejectedLog
-) -> None:
-    name = fetched.source.name
-    log.warning(
-        "event=download_failed source=%s file=%s reason=%s error=%r", name, file, reason, exc
-    )
-    fetched.counts.drop(reason)
-    rej.add(name, STAGE, reason, file=file, detail=str(exc))
+def _use_local(fetched: FetchedSource, path: Path, extract_dir: Path, rej: RejectedLog) -> None:
+    """A local folder is read in place, and archives inside it are extracted beside the run; a
+    local archive is extracted, never deleted."""
+    if path.is_dir():
+        fetched.add_root(path)
+        for archive in iter_archives(path):
+            slug = "_".join((*archive.relative_to(path).parts[:-1], archive_stem(archive)))
+            _unpack(fetched, archive, extract_dir / slug, rej, delete_archive=False)
+    elif is_archive(path):
+        _unpack(fetched, path, extract_dir / archive_stem(path), rej, delete_archive=False)
+    else:
+        fetched.add_root(path)
 
 
 def _fetch_hub_file(
     fetched: FetchedSource, filename: str, download_dir: Path, rej: RejectedLog
 ) -> None:
+    hub = fetched.source.hub
     target = download_dir / filename
     folder = download_dir / archive_stem(target)
-    if is_archive(target, by_content=False) and is_extracted(folder):
-        fetched.roots.append(folder)
-        fetched.counts.keep()
+    if is_archive(target, by_content=False) and _reuse_extraction(fetched, folder):
         return
-    if not target.exists():
-        try:
-            target = download_hub_file(fetched.source.hub, filename, download_dir)
-        except Exception as exc:  # gated, missing, offline, HTTP: all mean "not downloaded"
-            _fail(fetched, "download_failed", f"{fetched.source.hub.repo_id}/{filename}", exc, rej)
-            return
-    if is_archive(target):
-        _unpack(fetched, target, folder, rej, delete_archive=True)
-    else:
-        fetched.roots.append(target)
-        fetched.counts.keep()
+    download = functools.partial(download_hub_file, hub, filename, download_dir)
+    _download_then_use(fetched, target, folder, rej, download, f"{hub.repo_id}/{filename}")
 
 
 def _fetch_url(fetched: FetchedSource, folder: Path, rej: RejectedLog, timeout: float) -> None:
     url = fetched.source.location
     target = folder / url_file_name(url)
     extracted = folder / archive_stem(target)
-    if is_extracted(extracted):
-        fetched.roots.append(extracted)
-        fetched.counts.keep()
+    if _reuse_extraction(fetched, extracted):
         return
+    download = functools.partial(download_url, url, target, timeout)
+    _download_then_use(fetched, target, extracted, rej, download, url)
+
+
+def _reuse_extraction(fetched: FetchedSource, folder: Path) -> bool:
+    """An archive extracted completely by an earlier run is not downloaded again."""
+    if not is_extracted(folder):
+        return False
+    fetched.add_root(folder)
+    return True
+
+
+def _download_then_use(
+    fetched: FetchedSource,
+    target: Path,
+    folder: Path,
+    rej: RejectedLog,
+    download: Callable[[], Path],
+    what: str,
+) -> None:
+    """Download ``target`` unless it is there, then use it: extracted into ``folder`` (and
+    deleted) when it is an archive, else as it is."""
     if not target.exists():
         try:
-            download_url(url, target, timeout)
-        except Exception as exc:  # httpx errors, bad URLs, disk errors: the URL is unusable
-            _fail(fetched, "download_failed", url, exc, rej)
+            target = download()
+        except Exception as exc:  # gated, missing, offline, HTTP, bad URL: all "not downloaded"
+            name = fetched.source.name
+            log.warning("event=download_failed source=%s file=%s error=%r", name, what, exc)
+            fetched.counts.drop("download_failed")
+            rej.add(name, STAGE, "download_failed", file=what, detail=str(exc))
             return
+    _use(fetched, target, folder, rej)
+
+
+def _use(fetched: FetchedSource, target: Path, folder: Path, rej: RejectedLog) -> None:
     if is_archive(target):
-        _unpack(fetched, target, extracted, rej, delete_archive=True)
+        _unpack(fetched, target, folder, rej, delete_archive=True)
     else:
-        fetched.roots.append(target)
-        fetched.counts.keep()
+        fetched.add_root(target)
 
 
 def _unpack(
@@ -144,8 +157,7 @@ def _unpack(
     )
     if delete_archive:
         archive.unlink(missing_ok=True)
-    fetched.roots.append(folder)
-    fetched.counts.keep()
+    fetched.add_root(folder)
 
 
 def locate_hub_dataset(
@@ -157,13 +169,8 @@ def locate_hub_dataset(
     for filename in source.hub.filenames:
         target = download_dir / filename
         folder = download_dir / archive_stem(target)
-        if is_archive(target, by_content=False) and is_extracted(folder):
-            fetched.roots.append(folder)
-            fetched.counts.keep()
-        elif target.exists():
-            if is_archive(target):
-                _unpack(fetched, target, folder, rejected, delete_archive=True)
-            else:
-                fetched.roots.append(target)
-                fetched.counts.keep()
+        if is_archive(target, by_content=False) and _reuse_extraction(fetched, folder):
+            continue
+        if target.exists():
+            _use(fetched, target, folder, rejected)
     return fetched if fetched.roots else None

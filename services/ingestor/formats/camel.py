@@ -1,11 +1,12 @@
-"""CAMEL conversions (spec §1.3): role-playing chats (ai_society, code) and single-problem
-science sets (math, physics, chemistry, biology)."""
+"""CAMEL conversions: role-playing chats (ai_society, code; one JSON file per conversation with
+``message_N`` objects) and single-problem science sets (math, physics, chemistry, biology; one
+JSON file per problem, ``message_1`` the problem and ``message_2`` its solution)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.ingestor.records import GPT, HUMAN, RecordProblem, conversation, turn
+from services.ingestor.formats.records import GPT, HUMAN, RecordProblem, conversation, turn
 
 CAMEL_TASK_DONE = "<CAMEL_TASK_DONE>"
 # Removed from every message, in this order, each as a plain replace-all (order matters:

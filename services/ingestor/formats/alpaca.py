@@ -1,4 +1,4 @@
-"""Alpaca conversion (spec §1.3): instruction and input become the human turn, output the gpt
+"""Alpaca conversion: instruction and input become the human turn, output the gpt
 turn. They are joined with one space as the original did, but only when the input is non-empty,
 so an instruction without input no longer ends in a stray space."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.ingestor.records import GPT, HUMAN, RecordProblem, conversation, turn
+from services.ingestor.formats.records import GPT, HUMAN, RecordProblem, conversation, turn
 
 
 def alpaca_prompt(instruction: str, input_text: str) -> str:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.ingestor.archives import is_archive
+from services.ingestor.files.archives import is_archive
 
 
 def _walk(folder: Path) -> Iterator[Path]:

@@ -1,5 +1,5 @@
-"""Splitting long conversations into samples that fit the token budget (spec §1.6), with the
-original's defects fixed.
+"""Splitting long conversations into samples that fit the token budget, with the original's
+defects fixed.
 
 Rules:
 - A turn costs its token count (the target tokenizer, with its own special tokens) plus
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.ingestor.records import GPT, HUMAN
+from services.ingestor.formats.records import GPT, HUMAN
 
 TURN_ALLOWANCE = 6
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.ingestor.counts import StageCounts
-from services.ingestor.json_io import JsonListWriter
-from services.ingestor.split_stage import SampleStore
+from services.ingestor.files.writers import JsonListWriter
+from services.ingestor.stages.counts import StageCounts, Tally
+from services.ingestor.stages.split import SampleStore
 
 STAGE = "merge"
 PROGRESS_EVERY = 5000
@@ -41,24 +41,21 @@ def write_dataset(
     seed: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> MergeResult:
-    counts = StageCounts()
+    tally = Tally(STAGE, on_progress=on_progress, every=PROGRESS_EVERY)
     digest = hashlib.sha256()
     with (
         store.path.open("rb") as samples,
         jsonl_path.open("wb") as jsonl,
         JsonListWriter(json_path) as json_list,
     ):
-        for done, index in enumerate(shuffled_order(len(store), seed), 1):
+        for index in shuffled_order(len(store), seed):
             samples.seek(store.offsets[index])
             line = samples.readline()
             jsonl.write(line)
             digest.update(line)
             json_list.write_line(line.decode())
-            counts.keep()
-            if on_progress and done % PROGRESS_EVERY == 0:
-                on_progress(done)
-    if on_progress:
-        on_progress(counts.received)
+            tally.keep()
+    counts = tally.finish()
     return MergeResult(counts, digest.hexdigest(), jsonl_path, json_path)
 
 

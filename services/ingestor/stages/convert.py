@@ -14,20 +14,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.ingestor.converters import ConvertTask, convert_task
-from services.ingestor.counts import StageCounts
-from services.ingestor.data_files import iter_data_files
-from services.ingestor.formats import SAMPLE_RECORDS, detect_format
-from services.ingestor.json_io import JsonListWriter
-from services.ingestor.parallel import OrderedMap
-from services.ingestor.quarantine import RejectedLog
-from services.ingestor.readers import RawUnit, peek, read_units
-from services.ingestor.records import QUARANTINE_REASONS, derived_uuid4
-from services.ingestor.sharegpt import ShareGPTDeduplicator
+from services.ingestor.files.data_files import iter_data_files
+from services.ingestor.files.quarantine import RejectedLog
+from services.ingestor.files.readers import RawUnit, peek, read_units
+from services.ingestor.files.writers import JsonListWriter
+from services.ingestor.formats.converters import ConvertTask, convert_task
+from services.ingestor.formats.detect import SAMPLE_RECORDS, detect_format
+from services.ingestor.formats.records import derived_uuid4
+from services.ingestor.formats.sharegpt import ShareGPTDeduplicator
+from services.ingestor.stages.counts import StageCounts, Tally
+from services.ingestor.stages.parallel import OrderedMap
 
 log = logging.getLogger(__name__)
 STAGE = "convert"
-PROGRESS_EVERY = 1000
 
 
 @dataclass
@@ -82,28 +81,21 @@ def convert_source(
 ) -> ConvertedSource:
     """Convert one source's roots into ``out_dir/<name>_conv.json``."""
     result = ConvertedSource(name, out_dir / conv_file_name(name))
-    counts = result.counts
+    tally = Tally(STAGE, name, rejected, on_progress)
     dedup = ShareGPTDeduplicator()
     log.info("event=convert_start source=%s roots=%s", name, [str(r) for r in roots])
     with JsonListWriter(result.path) as writer:
         tasks = _tasks(name, roots, forced_format, seed, result.formats)
-        for done, outcome in enumerate(map_fn(convert_task, tasks), 1):
+        for outcome in map_fn(convert_task, tasks):
             reason = outcome.reason
             if reason is None and outcome.dedup_keys is not None:
                 reason = dedup.duplicate_reason(outcome.dedup_keys)
             if reason is None:
                 writer.write_item(outcome.item_json)
-                counts.keep()
+                tally.keep()
             else:
-                counts.drop(reason)
-                if reason in QUARANTINE_REASONS:
-                    rejected.add(
-                        name, STAGE, reason, outcome.rejected_input, outcome.file, outcome.detail
-                    )
-            if on_progress and done % PROGRESS_EVERY == 0:
-                on_progress(done)
-    if on_progress:
-        on_progress(counts.received)
+                tally.drop(reason, outcome.rejected_input, outcome.file, outcome.detail)
+    result.counts = counts = tally.finish()
     log.info(
         "event=converted source=%s read=%d kept=%d dropped=%s",
         name,

@@ -1,4 +1,8 @@
-"""The common conversation record (spec §1.1) and the checks every stage shares."""
+"""The common conversation record and the checks every stage shares.
+
+A record is ``{"id": str, "conversations": [{"from": "human"|"gpt", "value": str}, ...]}``;
+valid training samples alternate human, gpt, ... starting with human.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,19 @@ def turn(role: str, value: str) -> dict[str, str]:
 
 def conversation(record_id: str, turns: list[dict[str, str]]) -> dict[str, Any]:
     return {"id": safe_text(record_id), "conversations": turns}
+
+
+def own_id(record: dict[str, Any], fallback_id: str) -> str:
+    """The record's own id as text, else ``fallback_id``."""
+    value = record.get("id")
+    return str(value) if value is not None else fallback_id
+
+
+def normalized(record: dict[str, Any], fallback_id: str) -> dict[str, Any]:
+    """Only the id and the turns of a conversation-shaped record, as text that can be written
+    (input from elsewhere may lack ids, carry extra keys or hold undecodable characters)."""
+    turns = [turn(t["from"], t["value"]) for t in record["conversations"]]
+    return conversation(own_id(record, fallback_id), turns)
 
 
 def derived_uuid4(seed: int, source: str, index: int) -> str:
