@@ -43,7 +43,7 @@ def celery_queue_served(
     from shared.settings import CommonSettings
 
     overrides = {
-        key: value
+        key.lower(): value
         for key, value in (environ or {}).items()
         if key in ("REDIS_URL", "REDIS_KEY_PREFIX", "CELERY_BROKER_URL")
     }

@@ -166,7 +166,7 @@ def test_bad_deploy_requests_name_the_field(
 def test_deployments_held_by_a_dead_pool_go_back_to_pending(
     redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
-    common = CommonSettings(REDIS_URL=redis_url, REDIS_KEY_PREFIX=redis_prefix, LOG_DIR=tmp_path)
+    common = CommonSettings(redis_url=redis_url, redis_key_prefix=redis_prefix, log_dir=tmp_path)
     store = RecordStore(sync_redis(redis_url), RedisKeys(redis_prefix), DEPLOYMENT_KIND)
     record = new_deployment_record("orphan", str(tmp_path))
     store.create({**record, "status": LOADING, "pool": "dead-pool"})
