@@ -15,12 +15,19 @@ from shared.logging_setup import configure_logging
 from shared.settings import CommonSettings, ControllerSettings
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[CommonSettings, ControllerSettings]:
     cli = SettingsParser(
-        "camel-chat controller", CommonSettings, ControllerSettings, prog="services.controller"
+        "camel-chat controller",
+        CommonSettings,
+        ControllerSettings,
+        prog="python -m services.controller",
     )
     cli.parse(argv)
-    common, settings = cli.settings(CommonSettings), cli.settings(ControllerSettings)
+    return cli.settings(CommonSettings), cli.settings(ControllerSettings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    common, settings = parse_args(argv)
     configure_logging("controller", common.log_level)
     app = create_app(common, settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)

@@ -35,16 +35,12 @@ class InvalidFields(Exception):
 
 def describe(problems: Sequence[Problem]) -> str:
     """``"a: what; b: what"``: each field leads its own message."""
-    return "; ".join(text if _names(text, f) else f"{f}: {text}" for f, text in problems)
+    return "; ".join(f"{field}: {text}" for field, text in problems)
 
 
 def raise_if(problems: Sequence[Problem]) -> None:
     if problems:
         raise InvalidFields(problems)
-
-
-def _names(text: str, field: str) -> bool:
-    return text.startswith((f"{field}:", f"{field} "))
 
 
 def param_path(loc: Sequence[Any]) -> str | None:
@@ -60,13 +56,14 @@ def param_path(loc: Sequence[Any]) -> str | None:
     return out or None
 
 
-def _named_in(message: str, given: Any) -> str | None:
+def _named_in(message: str, given: Any) -> tuple[str | None, str]:
     """A whole-model check names its field first ("num_fewshot names tasks ..."): that field,
-    when it is one the caller sent."""
-    first = message.split(" ", 1)[0].rstrip(":")
-    if isinstance(given, Mapping) and first.split(".", 1)[0] in given:
-        return first
-    return None
+    when it is one the caller sent, and the rest of the message."""
+    first, _, rest = message.partition(" ")
+    field = first.rstrip(":")
+    if isinstance(given, Mapping) and field.split(".", 1)[0] in given and rest:
+        return field, rest
+    return None, message
 
 
 def field_messages(errors: Iterable[Mapping[str, Any]]) -> dict[str | None, list[str]]:
@@ -75,7 +72,9 @@ def field_messages(errors: Iterable[Mapping[str, Any]]) -> dict[str | None, list
     for err in errors:
         message = str(err["msg"]).removeprefix("Value error, ")
         loc = tuple(err.get("loc", ()))
-        param = param_path(loc) or (None if loc else _named_in(message, err.get("input")))
+        param = param_path(loc)
+        if not loc:
+            param, message = _named_in(message, err.get("input"))
         messages = by_param.setdefault(param, [])
         if message not in messages:
             messages.append(message)
