@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -94,6 +95,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return predicate()
+
+
+def post_json_text(url: str, text: bytes, **kwargs: Any) -> httpx.Response:
+    """POST ``text`` labelled as JSON, as it is (to send malformed JSON, say)."""
+    return httpx.post(url, content=text, headers={"content-type": "application/json"}, **kwargs)
 
 
 class ServiceProcess:

@@ -142,8 +142,6 @@ BODY_DOC = {
 
 DATASETS: RecordAPI[NewDataset] = RecordAPI(
     path="/v1/datasets",
-    tag="datasets",
-    noun="dataset",
     kind="dataset",
     id_param="dataset_id",
     store=lambda stores: stores.datasets,

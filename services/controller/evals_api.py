@@ -46,8 +46,6 @@ def create_eval(backend: Backend, req: EvalRequest) -> dict[str, Any]:
 
 EVALS: RecordAPI[EvalRequest] = RecordAPI(
     path="/v1/evals",
-    tag="evaluations",
-    noun="evaluation",
     kind="evaluation",
     id_param="eval_id",
     store=lambda stores: stores.evals,

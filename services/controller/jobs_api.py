@@ -120,8 +120,6 @@ def cancel_job(backend: Backend, job_id: str) -> CancelOutcome | None:
 
 JOBS: RecordAPI[FineTuningJobRequest] = RecordAPI(
     path="/v1/fine_tuning/jobs",
-    tag="fine-tuning",
-    noun="fine-tuning job",
     kind="fine_tuning_job",
     id_param="fine_tuning_job_id",
     store=lambda stores: stores.jobs,
@@ -129,6 +127,8 @@ JOBS: RecordAPI[FineTuningJobRequest] = RecordAPI(
     schema=FineTuningJobRequest,
     events=lambda stores: stores.job_events,
     cancel=cancel_job,
+    noun="fine-tuning job",
+    tag="fine-tuning",
 )
 
 router = JOBS.router()

@@ -123,8 +123,6 @@ def cancel_merge(backend: Backend, merge_id: str) -> CancelOutcome | None:
 
 MERGES: RecordAPI[MergeRequest] = RecordAPI(
     path="/v1/merges",
-    tag="merges",
-    noun="merge",
     kind="merge",
     id_param="merge_id",
     store=lambda stores: stores.merges,

@@ -41,8 +41,6 @@ Record = dict[str, Any]
 @dataclass(frozen=True)
 class RecordAPI(Generic[B]):
     path: str  # "/v1/fine_tuning/jobs"
-    tag: str  # the OpenAPI tag
-    noun: str  # "fine-tuning job", in messages
     kind: str  # "fine_tuning_job": codes invalid_<kind> and <kind>_not_found
     id_param: str  # "fine_tuning_job_id": the path parameter, named by a 404
     store: Callable[[Stores], RecordStore]
@@ -54,6 +52,13 @@ class RecordAPI(Generic[B]):
     body_doc: dict[str, Any] | None = None
     events: Callable[[Stores], EventLog] | None = None
     cancel: Callable[[Backend, str], CancelOutcome | None] | None = None
+    noun: str = ""  # in messages ("No merge 'x'."); default: the kind in words
+    tag: str = ""  # of the OpenAPI document; default: the noun's plural
+
+    def __post_init__(self) -> None:
+        noun = self.noun or self.kind.replace("_", " ")
+        object.__setattr__(self, "noun", noun)
+        object.__setattr__(self, "tag", self.tag or f"{noun}s")
 
     def router(self) -> APIRouter:
         """An empty router for this API, for routes of its own, then ``add_record_routes``."""

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from shared.celery_app import INGEST_QUEUE
+from tests.support import post_json_text
 
 
 def test_create_get_list_and_cancel(
@@ -115,9 +116,7 @@ def test_form_fields_are_checked_like_json_ones(api: str) -> None:
 
 
 def test_malformed_json_and_unknown_ids(api: str) -> None:
-    bad = httpx.post(
-        f"{api}/v1/datasets", content=b"{", headers={"content-type": "application/json"}
-    )
+    bad = post_json_text(f"{api}/v1/datasets", b"{")
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "body"
     missing = httpx.get(f"{api}/v1/datasets/ds-nope")

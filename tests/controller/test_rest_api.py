@@ -13,7 +13,7 @@ import pytest
 from services.controller.__main__ import parse_args
 from services.controller.app import create_app
 from shared.settings import CommonSettings, ControllerSettings
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, post_json_text
 
 # Each create route, and the code of its 400s.
 CREATE_ROUTES = {
@@ -48,9 +48,7 @@ def test_request_schemas_are_in_the_openapi_document() -> None:
 @pytest.mark.parametrize(("path", "code"), CREATE_ROUTES.items())
 def test_bad_bodies_are_openai_400s_naming_the_body(api: str, path: str, code: str) -> None:
     for content in (b"{", b'{"model": '):
-        response = httpx.post(
-            f"{api}{path}", content=content, headers={"content-type": "application/json"}
-        )
+        response = post_json_text(f"{api}{path}", content)
         assert response.status_code == 400, (path, response.text)
         error = response.json()["error"]
         assert (error["param"], error["code"]) == ("body", code), (path, error)
