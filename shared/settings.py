@@ -65,18 +65,43 @@ class ControllerSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = 21001
-    dispatch_method: Literal["lottery", "shortest_queue"] = "shortest_queue"
-    # A worker whose last heartbeat is older than this leaves routing (Redis key expiry).
-    heart_beat_expiration: float = 6.0
-    # Timeout for the controller's own calls to a worker (status polls).
-    worker_status_timeout: float = 5.0
-    # Timeout to connect to and wait between chunks of a proxied generation.
-    worker_api_timeout: float = 100.0
-    # Comma-separated Bearer keys guarding the OpenAI-compatible /v1 routes; empty: open.
-    api_keys: str = ""
-    # How long a model name stays known after it was last served: a request for it while no
-    # worker serves it gets 503 (retry later) within that time and 404 (no such model) after.
-    known_model_ttl: float = 86400.0
+    dispatch_method: Literal["lottery", "shortest_queue"] = Field(
+        "shortest_queue", description="how a request picks among the workers serving its model"
+    )
+    heart_beat_expiration: float = Field(
+        6.0, description="seconds without a heartbeat after which a worker leaves routing"
+    )
+    worker_status_timeout: float = Field(
+        5.0, description="timeout in seconds of the controller's status polls of a worker"
+    )
+    worker_api_timeout: float = Field(
+        100.0,
+        description="seconds to connect to a worker and to wait between chunks of a generation",
+    )
+    api_keys: str = Field(
+        "",
+        description="comma-separated Bearer keys required on the OpenAI-compatible /v1 routes; "
+        "empty: open",
+    )
+    known_model_ttl: float = Field(
+        86400.0,
+        description="seconds a model name stays known after it was last served: a request for it "
+        "while no worker serves it gets 503 (retry later) within that time and 404 after",
+    )
+
+
+class ClientSettings(_Section):
+    """Command-line clients of the controller (``test_message``, ``register_worker``, the demo)."""
+
+    controller_address: str = Field(
+        CommonSettings.model_fields["controller_address"].default,
+        description="base URL of the controller",
+    )
+    controller_api_key: str = Field(
+        "",
+        description="Bearer key sent to the controller (one of its CONTROLLER_API_KEYS, which "
+        "guard its /v1 routes); empty: none",
+    )
 
 
 class ModelSettings(_Section):

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -97,6 +98,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return predicate()
+
+
+def post_json_text(url: str, text: bytes, **kwargs: Any) -> httpx.Response:
+    """POST ``text`` labelled as JSON, as it is (to send malformed JSON, say)."""
+    return httpx.post(url, content=text, headers={"content-type": "application/json"}, **kwargs)
 
 
 class ServiceProcess:

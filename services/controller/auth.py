@@ -14,6 +14,11 @@ def parse_api_keys(value: str) -> list[str]:
     return [key.strip() for key in value.split(",") if key.strip()]
 
 
+def bearer_header(api_key: str) -> dict[str, str]:
+    """What a client sends with ``api_key`` (nothing without one)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 def _unauthorized(message: str) -> OpenAIError:
     return OpenAIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 

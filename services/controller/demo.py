@@ -7,7 +7,6 @@ model pool -> chat with it through the controller. Each stage prints its progres
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +15,10 @@ from typing import Any
 
 import httpx
 
+from services.controller.auth import bearer_header
 from services.controller.test_message import MessageCheckError, send
-from shared.settings import REPO_ROOT, CommonSettings, default_model_dir
+from shared.cli import SettingsParser
+from shared.settings import REPO_ROOT, ClientSettings, default_model_dir
 
 SAMPLES = [REPO_ROOT / "samples/camel/ai_society", REPO_ROOT / "samples/camel/physics"]
 # A few minutes of CPU for the 135M default model on the samples.
@@ -156,7 +157,7 @@ def deploy(client: httpx.Client, name: str, say: Say) -> dict[str, Any]:
     return record
 
 
-def chat(client: httpx.Client, name: str, message: str, say: Say) -> str:
+def chat(client: httpx.Client, name: str, message: str, say: Say, api_key: str = "") -> str:
     """Through ``test_message``, as a user checks a deployment: controller -> worker stream."""
     say(f"[5/5] asking {name} through test_message")
     deadline = time.monotonic() + 60
@@ -165,7 +166,7 @@ def chat(client: httpx.Client, name: str, message: str, say: Say) -> str:
             raise DemoError(f"{name} never appeared in /list_models")
         time.sleep(1.0)
     try:
-        return send(str(client.base_url).rstrip("/"), None, name, message, 0.0, 64)
+        return send(str(client.base_url).rstrip("/"), None, name, message, 0.0, 64, api_key)
     except MessageCheckError as exc:
         raise DemoError(f"chatting: {exc}") from exc
 
@@ -178,28 +179,35 @@ def run_demo(
     hyperparameters: dict[str, Any] | None = None,
     message: str = "How can a small bakery find its break-even revenue?",
     say: Say = print,
+    api_key: str = "",
 ) -> dict[str, Any]:
     """Every stage in order; returns what the test and the caller want to know."""
-    with httpx.Client(base_url=controller, timeout=30) as client:
+    headers = bearer_header(api_key)
+    with httpx.Client(base_url=controller, timeout=30, headers=headers) as client:
         dataset = ingest(client, sources, base, say)
         job = finetune(client, base, dataset, hyperparameters or DEMO_HYPERPARAMETERS, say)
         report_merge(client, job, say)
         name = job["fine_tuned_model"]
         deployment = deploy(client, name, say)
-        reply = chat(client, name, message, say)
+        reply = chat(client, name, message, say, api_key)
     return {"dataset": dataset, "job": job, "deployment": deployment, "reply": reply}
 
 
 def main(argv: list[str] | None = None) -> int:
-    common = CommonSettings()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--controller-address", default=common.controller_address)
-    parser.add_argument("--base-model", default=str(default_model_dir()))
-    args = parser.parse_args(argv)
+    cli = SettingsParser(
+        __doc__.split("\n\n")[0], ClientSettings, prog=f"python -m {__spec__.name}"
+    )
+    cli.parser.add_argument("--base-model", default=str(default_model_dir()))
+    args = cli.parse(argv)
+    client = cli.settings(ClientSettings)
     started = time.monotonic()
     try:
         run_demo(
-            args.controller_address, args.base_model, SAMPLES, say=lambda s: print(s, flush=True)
+            client.controller_address,
+            args.base_model,
+            SAMPLES,
+            say=lambda s: print(s, flush=True),
+            api_key=client.controller_api_key,
         )
     except (DemoError, httpx.HTTPError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict
 
+from services.controller.field_errors import InvalidFields
 from services.controller.openai_errors import OpenAIError
+from services.controller.openai_routes import openai_route
+from services.controller.records import Backend
+from services.controller.records_api import backend_of
 from shared.deployments import (
     FAILED,
     MODEL_NAME_PATTERN,
@@ -28,21 +30,24 @@ from shared.deployments import (
     UNDEPLOYING,
     new_deployment_record,
 )
+from shared.job_records import RecordStore
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["deployments"])
+router = APIRouter(tags=["deployments"], route_class=openai_route("invalid_deployment"))
 
 
 class DeployRequest(BaseModel):
+    """Body of ``POST /v1/models/{name}/deploy`` (optional: the model is found by its name)."""
+
     model_config = ConfigDict(extra="forbid")
 
     path: str | None = None
     conv_template: str | None = None
 
 
-def _bad(param: str, message: str) -> OpenAIError:
-    return OpenAIError(400, f"{param}: {message}", param=param, code="invalid_deployment")
+def _bad(param: str, message: str) -> InvalidFields:
+    return InvalidFields([(param, message)])
 
 
 def _not_found(name: str) -> OpenAIError:
@@ -73,7 +78,7 @@ def _servable(folder: Path, param: str) -> str:
     raise _bad(param, f"{folder} is not a model folder (no config.json)")
 
 
-def _job_result(jobs: Any, name: str) -> Path | None:
+def _job_result(jobs: RecordStore, name: str) -> Path | None:
     records, _ = jobs.list(limit=10_000)
     for job in records:
         if job.get("fine_tuned_model") == name and job.get("status") == "succeeded":
@@ -83,49 +88,36 @@ def _job_result(jobs: Any, name: str) -> Path | None:
     return None
 
 
-def resolve_model_path(state: Any, name: str, path: str | None) -> str:
+def resolve_model_path(backend: Backend, name: str, path: str | None) -> str:
     if path is not None:
         folder = Path(path).expanduser()
         if not folder.is_dir():
             raise _bad("path", f"{path!r} is not a folder")
         return _servable(folder.resolve(), "path")
-    published = Path(state.common.models_dir) / name
+    published = Path(backend.common.models_dir) / name
     if published.is_dir():
         return _servable(published, "name")
-    from_job = _job_result(state.jobs, name)
+    from_job = _job_result(backend.stores.jobs, name)
     if from_job is not None:
         return _servable(from_job, "name")
     raise OpenAIError(
         404,
         f"No model named {name!r}: it is neither in the models folder "
-        f"({state.common.models_dir}) nor the result of a finished fine-tuning job; "
+        f"({backend.common.models_dir}) nor the result of a finished fine-tuning job; "
         "pass its folder as 'path'.",
         param="name",
         code="model_not_found",
     )
 
 
-async def _parse(request: Request) -> DeployRequest:
-    raw = await request.body()
-    if not raw.strip():
-        return DeployRequest()
-    try:
-        return DeployRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        raise _bad(field, err["msg"]) from None
-
-
 @router.post("/v1/models/{name}/deploy")
-async def deploy(name: str, request: Request) -> JSONResponse:
+def deploy(name: str, request: Request, body: DeployRequest | None = None) -> JSONResponse:
     _check_name(name)
-    body = await _parse(request)
-    return await _in_thread(_deploy, request.app.state, name, body)
+    return _deploy(backend_of(request), name, body or DeployRequest())
 
 
-def _deploy(state: Any, name: str, body: DeployRequest) -> JSONResponse:
-    store = state.deployments
+def _deploy(backend: Backend, name: str, body: DeployRequest) -> JSONResponse:
+    store = backend.stores.deployments
     existing = store.get(name)
     if existing is not None and existing["status"] not in (FAILED, UNDEPLOYING):
         return JSONResponse(existing, status_code=200)  # already (being) deployed
@@ -136,7 +128,7 @@ def _deploy(state: Any, name: str, body: DeployRequest) -> JSONResponse:
             param="name",
             code="deployment_conflict",
         )
-    path = resolve_model_path(state, name, body.path)
+    path = resolve_model_path(backend, name, body.path)
     if existing is not None:
         store.delete(name)  # a failed attempt: start over
     record = new_deployment_record(name, path, body.conv_template or "")
@@ -150,7 +142,7 @@ def _deploy(state: Any, name: str, body: DeployRequest) -> JSONResponse:
 
 @router.get("/v1/models/{name}/deploy")
 def get_deployment(name: str, request: Request) -> dict:
-    record = request.app.state.deployments.get(name)
+    record = backend_of(request).stores.deployments.get(name)
     if record is None:
         raise _not_found(name)
     return record
@@ -158,7 +150,7 @@ def get_deployment(name: str, request: Request) -> dict:
 
 @router.delete("/v1/models/{name}/deploy")
 def undeploy(name: str, request: Request) -> dict:
-    store = request.app.state.deployments
+    store = backend_of(request).stores.deployments
     record = store.get(name)
     if record is None:
         raise _not_found(name)
@@ -174,9 +166,5 @@ def undeploy(name: str, request: Request) -> dict:
 
 @router.get("/v1/deployments")
 def list_deployments(request: Request) -> dict:
-    records, _ = request.app.state.deployments.list(limit=10_000)
+    records, _ = backend_of(request).stores.deployments.list(limit=10_000)
     return {"object": "list", "data": records}
-
-
-async def _in_thread(func: Any, *args: Any) -> Any:
-    return await run_in_threadpool(func, *args)

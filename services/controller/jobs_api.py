@@ -1,8 +1,8 @@
-"""``/v1/fine_tuning/jobs``: OpenAI's fine-tuning jobs API over the Celery ``train`` queue.
+"""``/v1/fine_tuning/jobs``: OpenAI's fine-tuning jobs API over the Celery ``train`` queues.
 
 The controller validates the request (every bad field is named), records the job in Redis and
-queues ``train.run_job``; the trainer service updates the record, its events and checkpoints.
-Routes are plain ``def`` so Redis calls run in FastAPI's thread pool.
+queues ``train.run_job`` on the queue for the GPUs it needs; the trainer service updates the
+record, its events and checkpoints.
 """
 
 from __future__ import annotations
@@ -11,15 +11,25 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from fastapi import Request
+from pydantic import model_validator
 
-from services.controller.openai_errors import OpenAIError
+from services.controller.field_errors import Problem, raise_if
+from services.controller.merges_api import cancel_merge
+from services.controller.records import (
+    FINISHED_STATUSES,
+    Backend,
+    CancelOutcome,
+    cancel_record,
+    check_page_size,
+)
+from services.controller.records_api import RecordAPI, add_record_routes, backend_of
 from shared.celery_app import TRAIN_JOB_TASK, train_queue
+from shared.contracts import looks_like_path
+from shared.job_records import RecordStore
 from shared.training import (
-    TERMINAL_JOB_STATUSES,
     FineTuneRequest,
+    job_event,
     model_context_length,
     new_job_id,
     new_job_record,
@@ -28,61 +38,50 @@ from shared.training_presets import apply_preset
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
+class FineTuningJobRequest(FineTuneRequest):
+    """``FineTuneRequest`` as sent: a ``preset``'s recipe fills what the body leaves out."""
 
-def _invalid(problems: list[tuple[str, str]]) -> OpenAIError:
-    message = "; ".join(f"{field}: {text}" for field, text in problems)
-    return OpenAIError(400, message, param=problems[0][0], code="invalid_fine_tuning_job")
-
-
-def _parse(body: Any) -> FineTuneRequest:
-    if isinstance(body, dict):
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
         try:
-            body = apply_preset(body)
+            return apply_preset(data)
         except KeyError as exc:
-            raise _invalid([("preset", exc.args[0])]) from None
-    try:
-        return FineTuneRequest.model_validate(body)
-    except ValidationError as exc:
-        problems = [
-            (
-                ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-                or "body",
-                err["msg"],
-            )
-            for err in exc.errors()
-        ]
-        raise _invalid(problems) from None
+            raise ValueError(f"preset: {exc.args[0]}") from None
 
 
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+def _check_model(model: str) -> list[Problem]:
+    if looks_like_path(model):
+        if not (Path(model).expanduser() / "config.json").exists():
+            return [("model", f"{model!r} is not a model folder (no config.json)")]
+    elif "/" not in model:
+        return [("model", f"{model!r} is neither a local folder nor a Hub id")]
+    return []
 
 
-def check_request(req: FineTuneRequest, datasets: Any) -> list[tuple[str, str]]:
+def _check_file(field: str, name: str, datasets: RecordStore) -> list[Problem]:
+    if not name.startswith("ds-"):
+        if Path(name).expanduser().is_file():
+            return []
+        return [(field, f"{name!r} is neither a dataset id nor an existing file")]
+    dataset = datasets.get(name)
+    if dataset is None:
+        return [(field, f"unknown dataset {name!r}")]
+    if dataset["status"] != "succeeded":
+        return [(field, f"dataset {name} is not ready (status {dataset['status']})")]
+    return []
+
+
+def check_request(req: FineTuneRequest, datasets: RecordStore) -> list[Problem]:
     """What a job needs that only this deployment can tell: model, files, context."""
-    problems: list[tuple[str, str]] = []
-    if _looks_local(req.model):
-        if not (Path(req.model).expanduser() / "config.json").exists():
-            problems.append(("model", f"{req.model!r} is not a model folder (no config.json)"))
-    elif "/" not in req.model:
-        problems.append(("model", f"{req.model!r} is neither a local folder nor a Hub id"))
+    problems = _check_model(req.model)
     for field in ("training_file", "validation_file"):
-        name = getattr(req, field)
-        if name is None:
-            continue
-        if name.startswith("ds-"):
-            dataset = datasets.get(name)
-            if dataset is None:
-                problems.append((field, f"unknown dataset {name!r}"))
-            elif dataset["status"] != "succeeded":
-                problems.append(
-                    (field, f"dataset {name} is not ready (status {dataset['status']})")
-                )
-        elif not Path(name).expanduser().is_file():
-            problems.append((field, f"{name!r} is neither a dataset id nor an existing file"))
-    context = model_context_length(req.model) if _looks_local(req.model) else None
+        if (name := getattr(req, field)) is not None:
+            problems += _check_file(field, name, datasets)
+    context = model_context_length(req.model) if looks_like_path(req.model) else None
     if context is not None and req.hyperparameters.max_length > context:
         problems.append(
             (
@@ -93,92 +92,55 @@ def check_request(req: FineTuneRequest, datasets: Any) -> list[tuple[str, str]]:
     return problems
 
 
-@router.post("", status_code=201)
-async def create_job(request: Request) -> JSONResponse:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise _invalid([("body", f"malformed JSON ({exc})")]) from None
-    req = _parse(body)
-    state = request.app.state
-    if problems := check_request(req, state.datasets):
-        raise _invalid(problems)
+def create_job(backend: Backend, req: FineTuningJobRequest) -> dict[str, Any]:
+    stores = backend.stores
+    raise_if(check_request(req, stores.datasets))
     job_id = new_job_id()
-    record = new_job_record(job_id, req, str(state.common.jobs_dir / job_id))
+    record = new_job_record(job_id, req, str(backend.common.jobs_dir / job_id))
     record["status"] = "queued"
-    state.jobs.create(record)
-    state.celery.send_task(TRAIN_JOB_TASK, args=[job_id], queue=train_queue(req.gpus))
-    state.job_events.append(
-        job_id,
-        {
-            "object": "fine_tuning.job.event",
-            "level": "info",
-            "type": "message",
-            "message": f"Created fine-tuning job: {job_id}",
-            "data": None,
-        },
-    )
+    stores.jobs.create(record)
+    backend.celery.send_task(TRAIN_JOB_TASK, args=[job_id], queue=train_queue(req.gpus))
+    stores.job_events.append(job_id, job_event(f"Created fine-tuning job: {job_id}"))
     log.info("event=job_queued id=%s model=%s method=%s", job_id, req.model, req.method)
-    return JSONResponse(record, status_code=201)
-
-
-def _get(request: Request, job_id: str) -> dict[str, Any]:
-    record = request.app.state.jobs.get(job_id)
-    if record is None:
-        raise OpenAIError(
-            404,
-            f"No fine-tuning job {job_id!r}.",
-            param="fine_tuning_job_id",
-            code="fine_tuning_job_not_found",
-        )
     return record
 
 
-def _page(limit: int) -> None:
-    if not 1 <= limit <= 100:
-        raise _invalid([("limit", "must be between 1 and 100")])
+def cancel_job(backend: Backend, job_id: str) -> CancelOutcome | None:
+    """A job trained and merging (it has a ``merge_id``) is cancelled with its merge."""
+    stores = backend.stores
+    record = stores.jobs.get(job_id)
+    if record and record.get("merge_id") and record.get("status") not in FINISHED_STATUSES:
+        cancel_merge(backend, record["merge_id"])
+    outcome = cancel_record(stores.jobs, job_id)
+    if outcome is not None and outcome.stopped_now:
+        stores.job_events.append(job_id, job_event("Job cancelled before it started."))
+        log.info("event=job_cancelled id=%s queued=true", job_id)
+    return outcome
 
 
-@router.get("")
-def list_jobs(request: Request, limit: int = 20, after: str | None = None) -> dict:
-    _page(limit)
-    try:
-        records, has_more = request.app.state.jobs.list(limit, after)
-    except KeyError:
-        raise _invalid([("after", f"unknown job {after!r}")]) from None
-    return {"object": "list", "data": records, "has_more": has_more}
+JOBS: RecordAPI[FineTuningJobRequest] = RecordAPI(
+    path="/v1/fine_tuning/jobs",
+    kind="fine_tuning_job",
+    id_param="fine_tuning_job_id",
+    store=lambda stores: stores.jobs,
+    create=create_job,
+    schema=FineTuningJobRequest,
+    events=lambda stores: stores.job_events,
+    cancel=cancel_job,
+    noun="fine-tuning job",
+    tag="fine-tuning",
+)
+
+router = JOBS.router()
 
 
-@router.get("/{job_id}")
-def get_job(job_id: str, request: Request) -> dict:
-    return _get(request, job_id)
-
-
-@router.get("/{job_id}/events")
-def list_events(job_id: str, request: Request, limit: int = 20, after: str | None = None) -> dict:
-    _get(request, job_id)
-    _page(limit)
-    try:
-        events, has_more = request.app.state.job_events.page(job_id, limit, after)
-    except KeyError:
-        raise _invalid([("after", f"unknown event {after!r}")]) from None
-    return {"object": "list", "data": events, "has_more": has_more}
-
-
-@router.get("/{job_id}/checkpoints")
-def list_checkpoints(job_id: str, request: Request, limit: int = 10) -> dict:
-    _page(limit)
-    checkpoints = list(reversed(_get(request, job_id).get("checkpoints", [])))
+@router.get("/{fine_tuning_job_id}/checkpoints")
+def list_checkpoints(fine_tuning_job_id: str, request: Request, limit: int = 10) -> dict:
+    """Newest first; the trainer adds one per save (OpenAI's ``fine_tuning.job.checkpoint``)."""
+    check_page_size(limit)
+    job = JOBS.get(backend_of(request), fine_tuning_job_id)
+    checkpoints = list(reversed(job.get("checkpoints", [])))
     return {"object": "list", "data": checkpoints[:limit], "has_more": len(checkpoints) > limit}
 
 
-@router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, request: Request) -> dict:
-    record = _get(request, job_id)
-    if record["status"] in TERMINAL_JOB_STATUSES:
-        return record
-    if record.get("merge_id"):
-        # Trained and merging: the merger polls its record's flag and cancels the job with it.
-        request.app.state.merges.update(record["merge_id"], cancel_requested=True)
-    # The trainer polls this flag every second and stops at its next step.
-    return request.app.state.jobs.update(job_id, cancel_requested=True) or record
+add_record_routes(router, JOBS)

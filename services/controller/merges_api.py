@@ -2,8 +2,7 @@
 
 The controller validates the request against this deployment's files and job records (every bad
 field is named), records the merge in Redis and queues ``merge.run``; the merger service updates
-the record and publishes the model as ``MODELS_DIR/<name>``. Routes are plain ``def`` (but the
-create route, which reads the body) so Redis and file checks run in FastAPI's thread pool.
+the record and publishes the model as ``MODELS_DIR/<name>``.
 """
 
 from __future__ import annotations
@@ -13,44 +12,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
-
-from services.controller.openai_errors import OpenAIError
-from shared.merging import (
-    TERMINAL_MERGE_STATUSES,
-    MergeRequest,
-    default_merge_name,
-    queue_merge,
-)
+from services.controller.field_errors import Problem, raise_if
+from services.controller.records import FINISHED_STATUSES, Backend, CancelOutcome, cancel_record
+from services.controller.records_api import RecordAPI, add_record_routes
+from shared.job_records import RecordStore
+from shared.merging import MergeRequest, default_merge_name, queue_merge
+from shared.training import job_event
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/merges", tags=["merges"])
 
-
-def _invalid(problems: list[tuple[str, str]]) -> OpenAIError:
-    message = "; ".join(f"{field}: {text}" for field, text in problems)
-    return OpenAIError(400, message, param=problems[0][0], code="invalid_merge")
-
-
-def _parse(body: Any) -> MergeRequest:
-    try:
-        return MergeRequest.model_validate(body)
-    except ValidationError as exc:
-        problems = [
-            (
-                ".".join(str(p) for p in err["loc"]) or "body",
-                err["msg"].removeprefix("Value error, "),
-            )
-            for err in exc.errors()
-        ]
-        raise _invalid(problems) from None
-
-
-def _check_base(base_model: str) -> list[tuple[str, str]]:
+def _check_base(base_model: str) -> list[Problem]:
     config = Path(base_model).expanduser() / "config.json"
     if not config.is_file():
         return [("base_model", f"{base_model!r} is not a model folder (no config.json)")]
@@ -68,7 +40,7 @@ def _check_base(base_model: str) -> list[tuple[str, str]]:
     return []
 
 
-def _check_adapter(req: MergeRequest, jobs: Any) -> tuple[str | None, dict | None]:
+def _check_adapter(req: MergeRequest, jobs: RecordStore) -> tuple[str | None, dict | None]:
     """What is wrong with ``adapter`` (None if nothing), and the job it names (if any)."""
     job_id = req.adapter_job_id
     if job_id is None:
@@ -92,8 +64,8 @@ def _check_adapter(req: MergeRequest, jobs: Any) -> tuple[str | None, dict | Non
 
 
 def check_request(
-    req: MergeRequest, jobs: Any, models_dir: Path
-) -> tuple[list[tuple[str, str]], str]:
+    req: MergeRequest, jobs: RecordStore, models_dir: Path
+) -> tuple[list[Problem], str]:
     """What a merge needs that only this deployment can tell; returns (problems, model name)."""
     problems = _check_base(req.base_model)
     adapter_problem, job = _check_adapter(req, jobs)
@@ -112,11 +84,11 @@ def check_request(
     return problems, name
 
 
-def _create(state: Any, req: MergeRequest) -> dict[str, Any]:
-    problems, name = check_request(req, state.jobs, Path(state.common.models_dir))
-    if problems:
-        raise _invalid(problems)
-    record = queue_merge(state.celery, state.merges, req.model_copy(update={"name": name}))
+def create_merge(backend: Backend, req: MergeRequest) -> dict[str, Any]:
+    stores = backend.stores
+    problems, name = check_request(req, stores.jobs, Path(backend.common.models_dir))
+    raise_if(problems)
+    record = queue_merge(backend.celery, stores.merges, req.model_copy(update={"name": name}))
     log.info(
         "event=merge_queued id=%s name=%s base=%s adapter=%s job=%s",
         record["id"],
@@ -128,44 +100,35 @@ def _create(state: Any, req: MergeRequest) -> dict[str, Any]:
     return record
 
 
-@router.post("", status_code=201)
-async def create_merge(request: Request) -> JSONResponse:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise _invalid([("body", f"malformed JSON ({exc})")]) from None
-    req = _parse(body)
-    record = await run_in_threadpool(_create, request.app.state, req)
-    return JSONResponse(record, status_code=201)
+def cancel_merge(backend: Backend, merge_id: str) -> CancelOutcome | None:
+    """A merge cancelled before it started also ends the fine-tuning job it was to finish,
+    as the merger does when it stops one."""
+    stores = backend.stores
+    outcome = cancel_record(stores.merges, merge_id)
+    job_id = outcome.record.get("job_id") if outcome is not None else None
+    if outcome is None or not outcome.stopped_now or not job_id:
+        return outcome
+    unfinished = stores.jobs.update_if(
+        job_id,
+        lambda job: job.get("status") not in FINISHED_STATUSES,
+        status="cancelled",
+        finished_at=outcome.record["finished_at"],
+    )
+    if unfinished is not None:
+        message = "Merge cancelled; the adapter is kept in the job's result folder."
+        stores.job_events.append(job_id, job_event(message))
+    log.info("event=merge_cancelled id=%s queued=true job=%s", merge_id, job_id)
+    return outcome
 
 
-def _get(request: Request, merge_id: str) -> dict[str, Any]:
-    record = request.app.state.merges.get(merge_id)
-    if record is None:
-        raise OpenAIError(404, f"No merge {merge_id!r}.", param="merge_id", code="merge_not_found")
-    return record
+MERGES: RecordAPI[MergeRequest] = RecordAPI(
+    path="/v1/merges",
+    kind="merge",
+    id_param="merge_id",
+    store=lambda stores: stores.merges,
+    create=create_merge,
+    schema=MergeRequest,
+    cancel=cancel_merge,
+)
 
-
-@router.get("")
-def list_merges(request: Request, limit: int = 20, after: str | None = None) -> dict:
-    if not 1 <= limit <= 100:
-        raise _invalid([("limit", "must be between 1 and 100")])
-    try:
-        records, has_more = request.app.state.merges.list(limit, after)
-    except KeyError:
-        raise _invalid([("after", f"unknown merge {after!r}")]) from None
-    return {"object": "list", "data": records, "has_more": has_more}
-
-
-@router.get("/{merge_id}")
-def get_merge(merge_id: str, request: Request) -> dict:
-    return _get(request, merge_id)
-
-
-@router.post("/{merge_id}/cancel")
-def cancel_merge(merge_id: str, request: Request) -> dict:
-    record = _get(request, merge_id)
-    if record["status"] in TERMINAL_MERGE_STATUSES:
-        return record
-    # The merger looks at this flag between phases; nothing is published after it stops.
-    return request.app.state.merges.update(merge_id, cancel_requested=True) or record
+router = add_record_routes(MERGES.router(), MERGES)

@@ -17,9 +17,9 @@ from services.controller.auth import api_key_guard, parse_api_keys
 from services.controller.openai_convert import new_id
 from services.controller.openai_errors import OpenAIError
 from services.controller.openai_service import Answer, OpenAIService
+from shared.contracts import REQUEST_ID_HEADER
 from shared.settings import ControllerSettings
 
-REQUEST_ID_HEADER = "X-Request-Id"
 # Accept a caller's id only if it is short printable ASCII (it is logged and forwarded).
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 

@@ -7,21 +7,16 @@ missing worker; here 429/5xx are retryable and 4xx are not, as OpenAI's clients 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any
 
 from pydantic import ValidationError
 
+from services.controller.field_errors import InvalidFields, field_messages
 from services.controller.openai_protocol import ErrorDetail, ErrorResponse
 from shared.constants import ErrorCode
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
 RATE_LIMIT = "rate_limit_error"
-
-# Pydantic names union branches in error locations ("str", "list[str]"); they are not fields.
-_BRANCH_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class OpenAIError(Exception):
@@ -105,32 +100,22 @@ def context_overflow(context_len: int, prompt_tokens: int, param: str) -> OpenAI
     )
 
 
-def _param_path(loc: tuple[Any, ...]) -> str | None:
-    """``("messages", 0, "content", "str")`` -> ``"messages[0].content"``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif isinstance(part, str) and _IDENTIFIER.match(part) and part not in _BRANCH_TAGS:
-            out += f".{part}" if out else part
-        else:
-            break
-    return out or None
-
-
 def from_validation_error(exc: ValidationError) -> OpenAIError:
     """400 naming the first bad field; malformed JSON is a 400 too (FastChat: 500 or 422)."""
-    by_param: dict[str | None, list[str]] = {}
     for err in exc.errors():
         if err.get("type") == "json_invalid":
             detail = err.get("ctx", {}).get("error", err["msg"])
             return OpenAIError(400, f"Could not parse the JSON body of the request ({detail}).")
-        message = err["msg"].removeprefix("Value error, ")
-        by_param.setdefault(_param_path(tuple(err.get("loc", ()))), []).append(message)
+    by_param = field_messages(exc.errors())
     if None in by_param:
         return OpenAIError(400, "The request body must be a JSON object: " + by_param[None][0])
-    parts = [f"{p}: {' or '.join(dict.fromkeys(msgs))}" for p, msgs in by_param.items()]
+    parts = [f"{p}: {' or '.join(msgs)}" for p, msgs in by_param.items()]
     return OpenAIError(400, "; ".join(parts), param=next(iter(by_param)))
+
+
+def from_invalid_fields(exc: InvalidFields, code: str | None = None) -> OpenAIError:
+    """A 400 naming every bad field in the message and the first in ``param``."""
+    return OpenAIError(400, str(exc), param=exc.param, code=code)
 
 
 # Worker field names -> the request field the caller knows.

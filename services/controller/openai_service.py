@@ -63,6 +63,7 @@ from services.controller.openai_protocol import (
     Usage,
 )
 from services.controller.registry import WorkerRegistry
+from shared.contracts import REQUEST_ID_HEADER
 from shared.conversation import Conversation
 from shared.redis_keys import RedisKeys
 from shared.settings import ControllerSettings
@@ -475,7 +476,7 @@ class OpenAIService:
             "POST",
             f"{worker}{GENERATE_PATH}",
             json=params,
-            headers={"X-Request-Id": request_id},
+            headers={REQUEST_ID_HEADER: request_id},
             timeout=self._settings.worker_api_timeout,
         )
         try:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from shared.constants import ErrorCode
+from shared.contracts import REQUEST_ID_HEADER
 from shared.worker_protocol import ChunkSplitter, encode_chunk
 
 log = logging.getLogger(__name__)
@@ -17,9 +18,6 @@ log = logging.getLogger(__name__)
 
 def error_chunk(message: str, code: ErrorCode) -> bytes:
     return encode_chunk({"text": message, "error_code": int(code)})
-
-
-REQUEST_ID_HEADER = "X-Request-Id"
 
 
 def request_id_headers(incoming: str | None) -> dict[str, str]:

@@ -1,31 +1,37 @@
-"""Register a worker started with ``--no-register`` (spec §4.9).
+"""Register a worker started with ``--no-register``: the controller fetches its status itself.
 
 ``python -m services.controller.register_worker --worker-name URL [--check-heart-beat]``
-The controller fetches the worker's status itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import httpx
 
-from shared.settings import CommonSettings
+from services.controller.auth import bearer_header
+from shared.cli import SettingsParser
+from shared.settings import ClientSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--controller-address", default=CommonSettings().controller_address)
-    parser.add_argument("--worker-name", required=True, help="the worker's base URL")
-    parser.add_argument("--check-heart-beat", action="store_true")
-    args = parser.parse_args(argv)
+    cli = SettingsParser(
+        __doc__.split("\n\n")[0], ClientSettings, prog=f"python -m {__spec__.name}"
+    )
+    cli.parser.add_argument("--worker-name", required=True, help="the worker's base URL")
+    cli.parser.add_argument("--check-heart-beat", action="store_true")
+    args = cli.parse(argv)
+    client = cli.settings(ClientSettings)
     body = {
         "worker_name": args.worker_name,
         "check_heart_beat": args.check_heart_beat,
         "worker_status": None,
     }
-    response = httpx.post(f"{args.controller_address.rstrip('/')}/register_worker", json=body)
+    response = httpx.post(
+        f"{client.controller_address.rstrip('/')}/register_worker",
+        json=body,
+        headers=bearer_header(client.controller_api_key),
+    )
     if response.status_code != 200:
         print(f"registration failed ({response.status_code}): {response.text}", file=sys.stderr)
         return 1

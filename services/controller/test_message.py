@@ -1,4 +1,4 @@
-"""Send one message through the controller and print the streamed reply (spec §4.7).
+"""Send one message through the controller and print the streamed reply.
 
 ``python -m services.controller.test_message [--model-name NAME] [--message TEXT]``
 
@@ -8,13 +8,14 @@ worker's own conversation template renders the prompt. Exits non-zero when anyth
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import httpx
 
+from services.controller.auth import bearer_header
+from shared.cli import SettingsParser
 from shared.conversation import Conversation
-from shared.settings import CommonSettings
+from shared.settings import ClientSettings
 from shared.worker_protocol import ProtocolError, stream_generate
 
 
@@ -22,8 +23,8 @@ class MessageCheckError(RuntimeError):
     pass
 
 
-def pick_model(client: httpx.Client, controller: str, wanted: str | None) -> str:
-    models = client.post(f"{controller}/list_models").raise_for_status().json()["models"]
+def pick_model(controller: httpx.Client, wanted: str | None) -> str:
+    models = controller.post("/list_models").raise_for_status().json()["models"]
     print(f"Models: {sorted(models)}")
     if wanted:
         if wanted not in models:
@@ -34,12 +35,38 @@ def pick_model(client: httpx.Client, controller: str, wanted: str | None) -> str
     return sorted(models)[0]
 
 
-def worker_for(client: httpx.Client, controller: str, model: str) -> str:
-    address = client.post(f"{controller}/get_worker_address", json={"model": model}).json()
+def worker_for(controller: httpx.Client, model: str) -> str:
+    address = controller.post("/get_worker_address", json={"model": model}).json()
     if not address.get("address"):
         raise MessageCheckError(f"No available workers for {model}")
     print(f"worker_addr: {address['address']}")
     return address["address"]
+
+
+def _dispatch(controller: str, model: str | None, api_key: str) -> tuple[str, str]:
+    """(worker, model) as the controller dispatches after refreshing its workers."""
+    headers = bearer_header(api_key)
+    with httpx.Client(base_url=controller, timeout=30, headers=headers) as client:
+        client.post("/refresh_all_workers").raise_for_status()
+        model = pick_model(client, model)
+        return worker_for(client, model), model
+
+
+def _generate_params(client: httpx.Client, worker: str, model: str, message: str) -> dict:
+    """The worker's own conversation template, rendered with one user message."""
+    template = client.post(f"{worker}/worker_get_conv_template").raise_for_status().json()
+    conv = Conversation.from_dict(template["conv"])
+    conv.append_message(conv.roles[0], message)
+    conv.append_message(conv.roles[1], None)
+    print(f"{conv.roles[0]}: {message}")
+    print(f"{conv.roles[1]}: ", end="", flush=True)
+    return {
+        "model": model,
+        "prompt": conv.get_prompt(),
+        "stop": conv.stop_str,
+        "stop_token_ids": conv.stop_token_ids,
+        "echo": False,
+    }
 
 
 def send(
@@ -49,31 +76,17 @@ def send(
     message: str,
     temperature: float,
     max_new_tokens: int,
+    api_key: str = "",
 ) -> str:
     """Print the exchange as it streams; return the final reply."""
+    if worker is None:
+        worker, model = _dispatch(controller, model, api_key)
     with httpx.Client(timeout=30) as client:
-        if worker is None:
-            client.post(f"{controller}/refresh_all_workers").raise_for_status()
-            model = pick_model(client, controller, model)
-            worker = worker_for(client, controller, model)
-        elif model is None:
+        if model is None:
             status = client.post(f"{worker}/worker_get_status").raise_for_status().json()
             model = status["model_names"][0]
-        template = client.post(f"{worker}/worker_get_conv_template").raise_for_status().json()
-        conv = Conversation.from_dict(template["conv"])
-        conv.append_message(conv.roles[0], message)
-        conv.append_message(conv.roles[1], None)
-        params = {
-            "model": model,
-            "prompt": conv.get_prompt(),
-            "temperature": temperature,
-            "max_new_tokens": max_new_tokens,
-            "stop": conv.stop_str,
-            "stop_token_ids": conv.stop_token_ids,
-            "echo": False,
-        }
-        print(f"{conv.roles[0]}: {message}")
-        print(f"{conv.roles[1]}: ", end="", flush=True)
+        params = _generate_params(client, worker, model, message)
+        params |= {"temperature": temperature, "max_new_tokens": max_new_tokens}
         shown = ""
         for chunk in stream_generate(client, f"{worker}/worker_generate_stream", params):
             if chunk.get("error_code"):
@@ -86,23 +99,25 @@ def send(
 
 
 def main(argv: list[str] | None = None) -> int:
-    common = CommonSettings()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--controller-address", default=common.controller_address)
-    parser.add_argument("--worker-address", help="talk to this worker directly")
-    parser.add_argument("--model-name", help="default: the first model the controller lists")
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--message", default="Tell me a story with more than 1000 words.")
-    args = parser.parse_args(argv)
+    cli = SettingsParser(
+        __doc__.split("\n\n")[0], ClientSettings, prog=f"python -m {__spec__.name}"
+    )
+    cli.parser.add_argument("--worker-address", help="talk to this worker directly")
+    cli.parser.add_argument("--model-name", help="default: the first model the controller lists")
+    cli.parser.add_argument("--temperature", type=float, default=0.0)
+    cli.parser.add_argument("--max-new-tokens", type=int, default=32)
+    cli.parser.add_argument("--message", default="Tell me a story with more than 1000 words.")
+    args = cli.parse(argv)
+    client = cli.settings(ClientSettings)
     try:
         send(
-            args.controller_address.rstrip("/"),
+            client.controller_address.rstrip("/"),
             args.worker_address.rstrip("/") if args.worker_address else None,
             args.model_name,
             args.message,
             args.temperature,
             args.max_new_tokens,
+            client.controller_api_key,
         )
     except (MessageCheckError, ProtocolError) as exc:
         print(f"\n{exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ import redis
 
 from shared.redis_keys import RedisKeys
 from shared.worker_protocol import iter_chunks
-from tests.support import free_port, wait_until
+from tests.support import free_port, post_json_text, wait_until
 
 PROMPT = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 
@@ -178,11 +178,7 @@ def test_bad_input_is_a_400_naming_the_field(
 
 def test_malformed_json_is_a_400(controller: Callable[..., str]) -> None:
     controller_url = controller()
-    response = httpx.post(
-        f"{controller_url}/register_worker",
-        content=b"{not json",
-        headers={"content-type": "application/json"},
-    )
+    response = post_json_text(f"{controller_url}/register_worker", b"{not json")
     assert response.status_code == 400
     assert "malformed JSON" in response.json()["text"]
 

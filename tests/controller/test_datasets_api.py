@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from shared.celery_app import INGEST_QUEUE
-
-
-@pytest.fixture
-def api(controller: Callable[..., str], tmp_path: Path) -> str:
-    return controller(env={"DATASETS_DIR": str(tmp_path / "datasets")})
-
-
-@pytest.fixture
-def conv_file(tmp_path: Path) -> Path:
-    path = tmp_path / "mine.jsonl"
-    record = {
-        "id": "a",
-        "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}],
-    }
-    path.write_text(json.dumps(record) + "\n")
-    return path
-
-
-def queued_tasks(redis_url: str, prefix: str) -> list[dict]:
-    raw = redis.Redis.from_url(redis_url).lrange(f"{prefix}{INGEST_QUEUE}", 0, -1)
-    return [json.loads(item) for item in raw]
+from tests.support import post_json_text
 
 
 def test_create_get_list_and_cancel(
     api: str,
     conv_file: Path,
     tiny_model_dir: Path,
-    redis_url: str,
-    redis_prefix: str,
+    queued: Callable[[str], list[dict]],
     tmp_path: Path,
 ) -> None:
     body = {
@@ -56,7 +33,7 @@ def test_create_get_list_and_cancel(
     assert record["spec"]["sources"] == [str(conv_file), "alpaca"]
     assert record["path"] == str(tmp_path / "datasets" / record["id"])
 
-    tasks = queued_tasks(redis_url, redis_prefix)
+    tasks = queued(INGEST_QUEUE)
     assert [t["headers"]["task"] for t in tasks] == ["ingest.build_dataset"]
     assert record["id"] in tasks[0]["headers"]["argsrepr"]
 
@@ -66,8 +43,10 @@ def test_create_get_list_and_cancel(
     assert [d["id"] for d in listing["data"]] == [record["id"]]
     assert listing["has_more"] is False
 
+    # No ingestor runs here: the build had not started, so it is cancelled at once.
     cancelled = httpx.post(f"{api}/v1/datasets/{record['id']}/cancel").json()
     assert cancelled["cancel_requested"] is True
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
 
 
 def test_all_expands_to_the_eight_sources(api: str) -> None:
@@ -118,15 +97,28 @@ def test_bad_requests_are_400_naming_the_field(api: str, body: dict, param: str)
     response = httpx.post(f"{api}/v1/datasets", json=body)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["type"] == "invalid_request_error"
-    assert param in error["param"] or param in error["message"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_dataset")
+    assert error["param"] == param
+    assert f"{param}: " in error["message"]
+
+
+def test_form_fields_are_checked_like_json_ones(api: str) -> None:
+    response = httpx.post(
+        f"{api}/v1/datasets", files={"x": ("x", b"")}, data={"sources": "[1", "seed": "-1"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "sources"
+    response = httpx.post(
+        f"{api}/v1/datasets", files={"x": ("x", b"")}, data={"sources": "math", "seed": "-1"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "seed"
 
 
 def test_malformed_json_and_unknown_ids(api: str) -> None:
-    bad = httpx.post(
-        f"{api}/v1/datasets", content=b"{", headers={"content-type": "application/json"}
-    )
+    bad = post_json_text(f"{api}/v1/datasets", b"{")
     assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "body"
     missing = httpx.get(f"{api}/v1/datasets/ds-nope")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "dataset_not_found"
@@ -135,17 +127,18 @@ def test_malformed_json_and_unknown_ids(api: str) -> None:
 
 
 def test_records_survive_a_controller_restart(
-    controller: Callable[..., str], tmp_path: Path
+    controller: Callable[..., str], folders: dict[str, str]
 ) -> None:
-    env = {"DATASETS_DIR": str(tmp_path / "datasets")}
-    first = controller(env=env)
+    first = controller(env=folders)
     record = httpx.post(f"{first}/v1/datasets", json={"sources": ["math"]}).json()
-    second = controller(env=env)
+    second = controller(env=folders)
     assert httpx.get(f"{second}/v1/datasets/{record['id']}").json()["id"] == record["id"]
 
 
-def test_api_keys_guard_datasets_too(controller: Callable[..., str], tmp_path: Path) -> None:
-    api = controller("--api-keys", "k1", env={"DATASETS_DIR": str(tmp_path / "datasets")})
+def test_api_keys_guard_datasets_too(
+    controller: Callable[..., str], folders: dict[str, str]
+) -> None:
+    api = controller("--api-keys", "k1", env=folders)
     assert httpx.get(f"{api}/v1/datasets").status_code == 401
     ok = httpx.get(f"{api}/v1/datasets", headers={"Authorization": "Bearer k1"})
     assert ok.status_code == 200

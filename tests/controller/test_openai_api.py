@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from shared.conversation import get_conv_template
 from shared.worker_protocol import encode_chunk
-from tests.support import ServiceProcess, free_port, wait_until
+from tests.support import ServiceProcess, free_port, post_json_text, wait_until
 
 MODEL = "tiny"
 USER = [{"role": "user", "content": "Hi"}]
@@ -85,6 +85,11 @@ def stack(
 
 def sdk(url: str, api_key: str = "unused", max_retries: int = 0) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=api_key, max_retries=max_retries, timeout=30)
+
+
+def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> dict:
+    """OpenAI's error object, as the SDK hands it back."""
+    return {"message": message, "type": kind, "param": param, "code": code}
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -276,11 +281,7 @@ def test_bad_parameters_are_bad_requests(stack: Stack, fields: dict, param: str)
 
 
 def test_malformed_json_and_context_overflow_are_400(stack: Stack) -> None:
-    response = httpx.post(
-        f"{stack.url}/v1/chat/completions",
-        content=b'{"model": ',
-        headers={"content-type": "application/json"},
-    )
+    response = post_json_text(f"{stack.url}/v1/chat/completions", b'{"model": ')
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     with pytest.raises(openai.BadRequestError) as caught:
@@ -427,12 +428,9 @@ def test_an_error_inside_a_stream_raises_in_the_sdk(
             received.append(chunk.choices[0].delta.content)
     assert received == ["", "par"]
     assert caught.value.message == "Out of memory while generating"
-    assert caught.value.body == {
-        "message": "Out of memory while generating",
-        "type": "server_error",
-        "param": None,
-        "code": "50002",
-    }
+    assert caught.value.body == error_body(
+        "Out of memory while generating", "server_error", "50002"
+    )
 
 
 def overloaded() -> Response:
@@ -454,9 +452,6 @@ def test_sdk_retries_on_429_and_sees_retry_after(
     assert double.calls == 3
     assert caught.value.response.headers["retry-after"] == "0"
     assert caught.value.code == "engine_overloaded"
-    assert caught.value.body == {
-        "message": "Too many requests are waiting.",
-        "type": "rate_limit_error",
-        "param": None,
-        "code": "engine_overloaded",
-    }
+    assert caught.value.body == error_body(
+        "Too many requests are waiting.", "rate_limit_error", "engine_overloaded"
+    )
