@@ -36,7 +36,7 @@ def api(controller: Callable[..., str], folders: dict[str, str]) -> str:
 @pytest.fixture
 def stores(redis_url: str, redis_prefix: str) -> Iterator[Stores]:
     """The stores of the test's key prefix, as the controller builds them."""
-    built = Stores.connect(CommonSettings(REDIS_URL=redis_url, REDIS_KEY_PREFIX=redis_prefix))
+    built = Stores.connect(CommonSettings(redis_url=redis_url, redis_key_prefix=redis_prefix))
     yield built
     built.close()
 
