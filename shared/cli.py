@@ -112,9 +112,10 @@ def parse_settings(
     *sections: type[BaseSettings],
     argv: Sequence[str] | None = None,
     aliases: Mapping[str, str] | None = None,
-) -> tuple[BaseSettings, ...]:
+    prog: str | None = None,
+) -> tuple[Any, ...]:
     """Parse ``argv`` into one instance per section, in the order given."""
-    cli = SettingsParser(description, *sections, aliases=aliases)
+    cli = SettingsParser(description, *sections, aliases=aliases, prog=prog)
     cli.parse(argv)
     return tuple(cli.settings(section) for section in sections)
 

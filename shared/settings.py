@@ -187,7 +187,9 @@ class PoolSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(21099, description="the pool's own HTTP port (health and what it runs)")
     port_range: str = Field(
-        "21100-21199", description='ports handed to the model workers it starts, "first-last"'
+        "21100-21199",
+        pattern=r"^\d{1,5}-\d{1,5}$",
+        description='ports handed to the model workers it starts, "first-last"',
     )
     advertise_host: str = Field(
         "",

@@ -10,20 +10,19 @@ from __future__ import annotations
 import uvicorn
 
 from services.controller.app import create_app
-from shared.cli import SettingsParser
+from shared.cli import parse_settings
 from shared.logging_setup import configure_logging
 from shared.settings import CommonSettings, ControllerSettings
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[CommonSettings, ControllerSettings]:
-    cli = SettingsParser(
+    return parse_settings(
         "camel-chat controller",
         CommonSettings,
         ControllerSettings,
+        argv=argv,
         prog="python -m services.controller",
     )
-    cli.parse(argv)
-    return cli.settings(CommonSettings), cli.settings(ControllerSettings)
 
 
 def main(argv: list[str] | None = None) -> None:

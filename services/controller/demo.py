@@ -17,7 +17,7 @@ import httpx
 
 from services.controller.auth import bearer_header
 from services.controller.test_message import MessageCheckError, send
-from shared.cli import SettingsParser
+from shared.cli import SettingsParser, exit_status
 from shared.settings import REPO_ROOT, ClientSettings, default_model_dir
 
 SAMPLES = [REPO_ROOT / "samples/camel/ai_society", REPO_ROOT / "samples/camel/physics"]
@@ -193,6 +193,10 @@ def run_demo(
     return {"dataset": dataset, "job": job, "deployment": deployment, "reply": reply}
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     cli = SettingsParser(
         __doc__.split("\n\n")[0], ClientSettings, prog=f"python -m {__spec__.name}"
@@ -201,19 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse(argv)
     client = cli.settings(ClientSettings)
     started = time.monotonic()
-    try:
-        run_demo(
-            client.controller_address,
-            args.base_model,
-            SAMPLES,
-            say=lambda s: print(s, flush=True),
-            api_key=client.controller_api_key,
-        )
-    except (DemoError, httpx.HTTPError) as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"demo finished in {time.monotonic() - started:.0f} s")
-    return 0
+
+    def demo() -> str:
+        address, api_key = client.controller_address, client.controller_api_key
+        run_demo(address, args.base_model, SAMPLES, say=_say, api_key=api_key)
+        return f"demo finished in {time.monotonic() - started:.0f} s"
+
+    return exit_status(demo, DemoError, httpx.HTTPError, code=1, prefix="demo failed")
 
 
 if __name__ == "__main__":

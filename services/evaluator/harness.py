@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from services.evaluator.results import summarize
+from shared.evals import EvalRequest
+from shared.settings import EvaluatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,22 @@ class EvalPlan:
     dtype: str = "auto"
     data_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_request(
+        cls, request: EvalRequest, model_path: str, settings: EvaluatorSettings
+    ) -> EvalPlan:
+        """The plan of an evaluation request; ``auto`` device and no data folder fall back to
+        the evaluator's settings."""
+        return cls(
+            model_path=model_path,
+            tasks=request.plan(),
+            limit=request.limit,
+            batch_size=request.batch_size,
+            device=settings.device if request.device == "auto" else request.device,
+            dtype=request.dtype,
+            data_dir=request.data_dir or settings.data_dir or None,
+        )
 
 
 def _data_dir(plan: EvalPlan) -> Path | None:

@@ -60,15 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         model_path = resolve_model(request.model, args.models_dir)
     except (ValidationError, ValueError) as exc:
         parser.error(str(exc))
-    plan = EvalPlan(
-        model_path=model_path,
-        tasks=request.plan(),
-        limit=request.limit,
-        batch_size=request.batch_size,
-        device=request.device,
-        dtype=request.dtype,
-        data_dir=request.data_dir,
-    )
+    plan = EvalPlan.from_request(request, model_path, settings)
 
     def progress(state: dict) -> None:
         if state["current_task"]:

@@ -38,15 +38,9 @@ class EvalContext:
 
 def plan_for(record: dict[str, Any], settings: EvaluatorSettings) -> EvalPlan:
     request = EvalRequest.model_validate(record["request"])
-    return EvalPlan(
-        model_path=record["model_path"],
-        tasks=[(t["task"], t["num_fewshot"]) for t in record["tasks"]],
-        limit=request.limit,
-        batch_size=request.batch_size,
-        device=settings.device if request.device == "auto" else request.device,
-        dtype=request.dtype,
-        data_dir=request.data_dir or settings.data_dir or None,
-    )
+    plan = EvalPlan.from_request(request, record["model_path"], settings)
+    plan.tasks = [(t["task"], t["num_fewshot"]) for t in record["tasks"]]
+    return plan
 
 
 def evaluate(run: JobRun, ctx: EvalContext) -> Finished:
@@ -80,16 +74,7 @@ def run_eval(eval_id: str, ctx: EvalContext, owner: str = "") -> dict[str, Any] 
     return runner.run(eval_id, lambda run: evaluate(run, ctx))
 
 
-def _orphan_watch() -> tuple[Any, Any, Any]:
-    ctx = EvalContext(CommonSettings(), EvaluatorSettings())
-
-    def send(record: dict[str, Any]) -> None:
-        app.send_task(EVAL_RUN_TASK, args=[record["id"]], queue=EVAL_QUEUE)
-
-    return ctx.evals, send, None
-
-
-watch_orphans_when_ready(app, _orphan_watch)
+watch_orphans_when_ready(app, lambda stores: stores.evals, EVAL_RUN_TASK, EVAL_QUEUE)
 
 
 @app.task(name=EVAL_RUN_TASK, acks_late=True, reject_on_worker_lost=True)

@@ -48,15 +48,8 @@ class ProgressReporter:
 
 
 def ingest_spec(spec: DatasetSpec) -> IngestSpec:
-    return IngestSpec(
-        sources=spec.sources,
-        tokenizer_path=spec.tokenizer or str(default_model_dir()),
-        max_length=spec.max_length,
-        keep_lang=spec.keep_lang,
-        skip_lang=spec.skip_lang,
-        reduce_rep=spec.reduce_rep,
-        seed=spec.seed,
-    )
+    tokenizer = spec.tokenizer or str(default_model_dir())
+    return IngestSpec(tokenizer_path=tokenizer, **spec.model_dump(exclude={"tokenizer"}))
 
 
 def build(run: JobRun) -> Finished:
@@ -86,14 +79,7 @@ def dataset_store(common: CommonSettings | None = None) -> RecordStore:
     return Stores.connect(common or CommonSettings()).datasets
 
 
-def _orphan_watch() -> tuple[Any, Any, Any]:
-    def send(record: dict[str, Any]) -> None:
-        app.send_task(BUILD_DATASET_TASK, args=[record["id"]], queue=INGEST_QUEUE)
-
-    return dataset_store(), send, None
-
-
-watch_orphans_when_ready(app, _orphan_watch)
+watch_orphans_when_ready(app, lambda stores: stores.datasets, BUILD_DATASET_TASK, INGEST_QUEUE)
 
 
 @app.task(name=BUILD_DATASET_TASK, acks_late=True, reject_on_worker_lost=True)

@@ -167,16 +167,7 @@ def run_merge(merge_id: str, ctx: MergeContext, owner: str) -> dict[str, Any] | 
     return runner.run(merge_id, lambda run: merge_job(run, ctx, job))
 
 
-def _orphan_watch() -> tuple[Any, Any, Any]:
-    ctx = MergeContext(CommonSettings())
-
-    def send(record: dict[str, Any]) -> None:
-        app.send_task(MERGE_TASK, args=[record["id"]], queue=MERGE_QUEUE)
-
-    return ctx.merges, send, None
-
-
-watch_orphans_when_ready(app, _orphan_watch)
+watch_orphans_when_ready(app, lambda stores: stores.merges, MERGE_TASK, MERGE_QUEUE)
 
 
 @app.task(name=MERGE_TASK, acks_late=True, reject_on_worker_lost=True)

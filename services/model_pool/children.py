@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.processes import start_logged
+
 log = logging.getLogger(__name__)
 
 WORKER_MODULE = "services.model_worker"
@@ -81,15 +83,7 @@ class Child:
     @classmethod
     def spawn(cls, name: str, port: int, command: list[str], log_path: Path) -> Child:
         """Start the worker with its output appended to ``log_path``."""
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as sink:
-            process = subprocess.Popen(
-                command,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-            )
+        process = start_logged(command, log_path, preexec_fn=_die_with_parent)
         return cls(name, port, process, log_path)
 
     @property

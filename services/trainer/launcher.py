@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from services.trainer.job import RESULT_FILE, TrainingError
+from shared.processes import start_logged
 from shared.training import FineTuneRequest
 from shared.training_presets import DEEPSPEED_CONFIG_NAME, FSDP_LLAMA, PRESETS, accelerate_config
 
@@ -141,28 +141,22 @@ def run_launched(
     )
     events = _EventsReader(events_file)
     stopped_at: float | None = None
-    with log_path.open("ab") as sink:
-        process = subprocess.Popen(
-            command,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: cancel reaches every rank
-        )
-        try:
-            while process.poll() is None:
-                for event in events.read():
-                    on_event(event)
-                if stopped_at is None and should_stop():
-                    stopped_at = time.monotonic()
-                    os.killpg(process.pid, signal.SIGTERM)
-                elif stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_SECONDS:
-                    os.killpg(process.pid, signal.SIGKILL)
-                time.sleep(POLL_SECONDS)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
+    # Its own process group: cancel reaches every rank.
+    process = start_logged(command, log_path, start_new_session=True)
+    try:
+        while process.poll() is None:
+            for event in events.read():
+                on_event(event)
+            if stopped_at is None and should_stop():
+                stopped_at = time.monotonic()
+                os.killpg(process.pid, signal.SIGTERM)
+            elif stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_SECONDS:
                 os.killpg(process.pid, signal.SIGKILL)
-            raise
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        raise
     for event in events.read():
         on_event(event)
     if stopped_at is not None:

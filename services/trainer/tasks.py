@@ -169,18 +169,16 @@ def run_job(job_id: str, ctx: JobContext, owner: str) -> dict[str, Any] | None:
     return runner.run(job_id, lambda run: train_job(run, ctx))
 
 
-def resend(ctx: JobContext, record: dict[str, Any]) -> None:
-    """Send a job again, to the queue of trainers with the GPUs it needs."""
-    gpus = FineTuneRequest.model_validate(record["request"]).gpus
-    ctx.celery.send_task(TRAIN_JOB_TASK, args=[record["id"]], queue=train_queue(gpus))
+def queue_of(record: dict[str, Any]) -> str:
+    """The queue of trainers with the GPUs the job needs."""
+    return train_queue(FineTuneRequest.model_validate(record["request"]).gpus)
 
 
-def _orphan_watch() -> tuple[Any, Any, Any]:
-    ctx = JobContext(CommonSettings())
-    return ctx.jobs, lambda record: resend(ctx, record), ctx.message
+def _job_messages(stores: Stores) -> Any:
+    return lambda job_id, text, level: stores.job_events.append(job_id, job_event(text, level))
 
 
-watch_orphans_when_ready(app, _orphan_watch)
+watch_orphans_when_ready(app, lambda stores: stores.jobs, TRAIN_JOB_TASK, queue_of, _job_messages)
 
 
 @app.task(name=TRAIN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)

@@ -13,6 +13,7 @@ from shared.job_records import RecordStore
 from shared.jobs.orphans import OrphanWatcher
 from shared.jobs.runner import JobRunner
 from shared.settings import CommonSettings
+from shared.stores import Stores
 
 Notify = Callable[[str, str, str], None]
 
@@ -40,20 +41,31 @@ def runner_for(
 
 def watch_orphans_when_ready(
     app: Celery,
-    watcher: Callable[[], tuple[RecordStore, Callable[[dict[str, Any]], None], Notify | None]],
-    common_settings: Callable[[], CommonSettings] = CommonSettings,
+    store_of: Callable[[Stores], RecordStore],
+    task: str,
+    queue: str | Callable[[dict[str, Any]], str],
+    notify_of: Callable[[Stores], Notify] | None = None,
 ) -> None:
-    """Start an ``OrphanWatcher`` when this app's worker is ready to take jobs.
+    """When this app's Celery worker is ready, start an ``OrphanWatcher`` over ``store_of(stores)``
+    that sends ``task`` again (to ``queue``, or ``queue(record)``) for a job whose runner died.
 
-    ``watcher()`` returns (the store, how to send a job again, how to tell the job); it is called
-    only in the worker process, so importing the tasks module connects to nothing.
+    Nothing connects to Redis until the worker is ready, so importing a tasks module is free.
     """
 
     def start(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is not app:
             return
-        store, send, notify = watcher()
-        interval = common_settings().job_orphan_scan_seconds
-        OrphanWatcher(store, send, interval=interval, notify=notify).start()
+        common = CommonSettings()
+        stores = Stores.connect(common)
+
+        def send(record: dict[str, Any]) -> None:
+            target = queue(record) if callable(queue) else queue
+            app.send_task(task, args=[record["id"]], queue=target)
+
+        notify = notify_of(stores) if notify_of is not None else None
+        watcher = OrphanWatcher(
+            store_of(stores), send, interval=common.job_orphan_scan_seconds, notify=notify
+        )
+        watcher.start()
 
     worker_ready.connect(start, weak=False)

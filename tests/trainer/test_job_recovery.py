@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.trainer import tasks
-from services.trainer.tasks import JobContext, resend
+from services.trainer.tasks import JobContext, queue_of
 from shared.celery_app import MERGE_TASK, TRAIN_JOB_TASK
 from shared.jobs.orphans import requeue_orphans
 from shared.settings import CommonSettings
@@ -56,7 +56,10 @@ def test_a_job_whose_runner_died_is_sent_again_to_a_trainer_with_its_gpus(ctx: t
     make_job(context, "ftjob-done", status="succeeded")
     time.sleep(0.3)
 
-    sent_again = requeue_orphans(context.jobs, lambda r: resend(context, r), notify=context.message)
+    def resend(record: dict) -> None:
+        context.celery.send_task(TRAIN_JOB_TASK, args=[record["id"]], queue=queue_of(record))
+
+    sent_again = requeue_orphans(context.jobs, resend, notify=context.message)
     assert sent_again == ["ftjob-orphan"]
     assert sent.sent == [(TRAIN_JOB_TASK, ["ftjob-orphan"], "train-gpu-2")]
     events, _ = context.events.page("ftjob-orphan")

@@ -3,13 +3,14 @@ run or disappearing (one JSON line per rejected record or file)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from pathlib import Path
 from typing import Any
 
 
-class RejectedLog:
+class RejectedLog(contextlib.AbstractContextManager):
     """Append-only writer for quarantined records; safe to share between threads."""
 
     def __init__(self, path: Path, append: bool = False) -> None:
@@ -39,9 +40,6 @@ class RejectedLog:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> RejectedLog:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

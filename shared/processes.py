@@ -1,0 +1,19 @@
+"""Child processes whose output goes to a log file (model workers of the pool, training ranks)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def start_logged(command: list[str], log_path: Path, **popen: Any) -> subprocess.Popen:
+    """Start ``command`` with stdout and stderr appended to ``log_path`` and no stdin.
+
+    The log is opened for the child only: the parent's copy is closed once the child holds it.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as sink:
+        return subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen
+        )
