@@ -60,6 +60,39 @@ class CommonSettings(_Section):
         return self.celery_broker_url or self.redis_url
 
 
+class AuthSettings(_Section):
+    """Who may call what; every service reads it (environment variables without a prefix).
+
+    Users hold API keys (``CONTROLLER_API_KEYS``); the stack's own processes share one worker
+    token (``WORKER_TOKEN``): workers send it to register and heartbeat, the controller and the
+    model pool send it to workers. ``make up`` writes both into ``.env`` on its first run.
+    """
+
+    controller_api_keys: str = Field(
+        "",
+        description="comma-separated Bearer keys of users: the /v1 API, the management routes, "
+        "the web UI, and generation straight on a worker",
+    )
+    worker_token: str = Field(
+        "",
+        description="shared secret of the stack's own processes: workers registering and "
+        "heartbeating, the controller and the model pool calling workers",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="run with every route open when no key is configured (a closed network "
+        "only); otherwise a controller without CONTROLLER_API_KEYS refuses to start",
+    )
+    trusted_worker_networks: str = Field(
+        "",
+        description="comma-separated networks (CIDR) whose workers may register without the "
+        "worker token, e.g. FastChat's own workers, which send none; empty: none",
+    )
+    public_metrics: bool = Field(
+        False, description="serve /metrics without a key (for a scraper on a closed network)"
+    )
+
+
 class ControllerSettings(_Section):
     model_config = SettingsConfigDict(env_prefix="CONTROLLER_", extra="ignore")
 
@@ -78,11 +111,8 @@ class ControllerSettings(_Section):
         100.0,
         description="seconds to connect to a worker and to wait between chunks of a generation",
     )
-    api_keys: str = Field(
-        "",
-        description="comma-separated Bearer keys required on the OpenAI-compatible /v1 routes; "
-        "empty: open",
-    )
+    # Superseded by AuthSettings.controller_api_keys (same variable, CONTROLLER_API_KEYS).
+    api_keys: str = Field("", description="comma-separated Bearer keys guarding /v1; empty: open")
     known_model_ttl: float = Field(
         86400.0,
         description="seconds a model name stays known after it was last served: a request for it "
