@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support import REPO_ROOT, ServiceProcess, build_tiny_llama, free_port, wait_until
+from tests.support import (
+    REPO_ROOT,
+    ServiceProcess,
+    Stack,
+    build_tiny_llama,
+    free_port,
+    service_env,
+    start_worker_process,
+    wait_until,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -174,23 +183,27 @@ def worker(service: Callable[..., ServiceProcess]) -> Callable[..., tuple[str, S
     def start(
         model_path: Path, controller_url: str, *extra: str, wait: bool = True
     ) -> tuple[str, ServiceProcess]:
-        port = free_port()
-        proc = service(
-            "services.model_worker",
-            "--port",
-            str(port),
-            "--model-path",
-            str(model_path),
-            "--controller-address",
-            controller_url,
-            "--heart-beat-interval",
-            "0.5",
-            *extra,
-        )
-        url = f"http://127.0.0.1:{port}"
-        if wait:
-            proc.wait_http(f"{url}/health", timeout=120)
-        return url, proc
+        args = ["--controller-address", controller_url, "--heart-beat-interval", "0.5"]
+        return start_worker_process(service, model_path, *args, *extra, wait=wait)
+
+    return start
+
+
+@pytest.fixture
+def start_stack(
+    controller: Callable[..., str],
+    service: Callable[..., ServiceProcess],
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> Callable[..., Stack]:
+    """Start a controller for a stack of services and return the Stack, which starts the job
+    services and model pool behind it. Every process gets the stack's environment: this test's
+    Redis key prefix and data folders under its tmp_path (``service_env``), updated by ``env``."""
+
+    def start(env: dict[str, str] | None = None) -> Stack:
+        stack_env = {**service_env(redis_url, redis_prefix, tmp_path), **(env or {})}
+        return Stack(controller(env=stack_env), stack_env, service)
 
     return start
 

@@ -9,12 +9,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
+from shared.contracts import REQUEST_ID_HEADER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +110,73 @@ def post_json_text(url: str, text: bytes, **kwargs: Any) -> httpx.Response:
     return httpx.post(url, content=text, headers={"content-type": "application/json"}, **kwargs)
 
 
+def post_streamed(
+    url: str, body: dict[str, Any], request_id: str | None = None, timeout: float = 60
+) -> httpx.Response:
+    """POST ``body`` to a streaming route and read the whole answer (``.content``), sending
+    ``request_id`` as the request-id header when given."""
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=timeout) as response:
+        response.read()
+    return response
+
+
+# Terminal statuses of the job-like records (datasets, fine-tuning jobs, merges).
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def wait_record(
+    url: str, statuses: Collection[str] = TERMINAL, timeout: float = 120, interval: float = 0.5
+) -> dict[str, Any]:
+    """GET the record at ``url`` until its ``status`` is one of ``statuses``; returns it (and
+    fails the test with the last one seen when ``timeout`` passes first)."""
+    record: dict[str, Any] = {}
+
+    def reached() -> bool:
+        nonlocal record
+        record = httpx.get(url).json()
+        return record.get("status") in statuses
+
+    assert wait_until(reached, timeout, interval), record
+    return record
+
+
+def run_python(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python <args>`` in the repository root, its output captured as text."""
+    command = [sys.executable, *args]
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def python_output(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    """The standard output of ``python <args>``, which must exit 0."""
+    result = run_python(*args, env=env, timeout=timeout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def usage_error(
+    parse: Callable[[list[str]], object], argv: list[str], capsys: pytest.CaptureFixture
+) -> str:
+    """What ``parse(argv)`` writes to stderr on the way out with argparse's exit code 2."""
+    with pytest.raises(SystemExit) as info:
+        parse(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class ServiceProcess:
     """``python -m <module> <args>`` as a real process, logging to a file, stopped on exit."""
 
@@ -160,6 +232,61 @@ class ServiceProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def start_worker_process(
+    launch: Callable[..., ServiceProcess],
+    model_path: str | Path,
+    *args: str,
+    wait: bool = True,
+    timeout: float = 120,
+) -> tuple[str, ServiceProcess]:
+    """``launch("services.model_worker", ...)``: a model worker on a free port serving
+    ``model_path``, with ``args``; returns its URL and process, once ``/health`` answers unless
+    ``wait`` is off."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = launch(
+        "services.model_worker", "--port", str(port), "--model-path", str(model_path), *args
+    )
+    if wait:
+        proc.wait_http(f"{url}/health", timeout=timeout)
+    return url, proc
+
+
+# The job services behind a controller: name -> ``python -m`` module and arguments.
+JOB_SERVICES: dict[str, tuple[str, ...]] = {
+    "ingestor": ("services.ingestor", "worker"),
+    "trainer": ("services.trainer", "--gpus", "0"),
+    "merger": ("services.merger",),
+    "evaluator": ("services.evaluator",),
+}
+
+
+@dataclass
+class Stack:
+    """A controller (``url``) and the services a test starts behind it, all with ``env`` (the
+    ``start_stack`` fixture's: the test's key prefix and folders, see ``service_env``)."""
+
+    url: str
+    env: dict[str, str]
+    # ``launch(module, *args, env=...)`` starts a process stopped with the test (``service``).
+    launch: Callable[..., ServiceProcess]
+
+    def start(self, name: str) -> ServiceProcess:
+        """The Celery worker of one of JOB_SERVICES."""
+        module, *args = JOB_SERVICES[name]
+        return self.launch(module, *args, env=self.env)
+
+    def start_pool(self, worker_ports: int) -> ServiceProcess:
+        """A model pool polling every 0.3 s, starting its workers on the ``worker_ports`` + 1
+        ports from a free one; returned once it answers."""
+        first, port = free_port(), free_port()
+        args = ["--port", str(port), "--port-range", f"{first}-{first + worker_ports}"]
+        env = {**self.env, "POOL_POLL_INTERVAL": "0.3"}
+        pool = self.launch("services.model_pool", *args, "--controller-address", self.url, env=env)
+        pool.wait_http(f"http://127.0.0.1:{port}/health")
+        return pool
 
 
 # Helpers for stacks of real services that outlive one test (module or package fixtures) ---------
@@ -275,13 +402,9 @@ class ProcessGroup:
     ) -> str:
         """A model worker serving ``model_path`` as ``model_name``, heartbeats every 0.5 s;
         returns its URL (``wait_http(url + "/health")`` on its process when ``wait`` is off)."""
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        args = ["--port", str(port), "--model-path", str(model_path), "--model-names", model_name]
-        args += ["--controller-address", controller, "--heart-beat-interval", "0.5"]
-        self.start(name, "services.model_worker", *args)
-        if wait:
-            self.processes[name].wait_http(f"{url}/health", timeout=120)
+        args = ["--model-names", model_name, "--controller-address", controller]
+        args += ["--heart-beat-interval", "0.5"]
+        url, _ = start_worker_process(partial(self.start, name), model_path, *args, wait=wait)
         return url
 
     def stop(self) -> None:

@@ -14,44 +14,19 @@ import pytest
 from safetensors.torch import load_file
 
 from services.controller.demo import SAMPLES, run_demo
-from tests.support import ServiceProcess, free_port
+from tests.support import Stack
 
 pytestmark = pytest.mark.slow
 
 
 def test_samples_become_a_deployed_fine_tuned_model_that_answers(
-    controller: Callable[..., str],
-    service: Callable[..., ServiceProcess],
-    redis_url: str,
-    redis_prefix: str,
-    tiny_model_dir: Path,
-    tmp_path: Path,
+    start_stack: Callable[..., Stack], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    env = {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "DATASETS_DIR": str(tmp_path / "datasets"),
-        "JOBS_DIR": str(tmp_path / "jobs"),
-        "MODELS_DIR": str(tmp_path / "models"),
-        "LOG_DIR": str(tmp_path / "logs"),
-    }
-    api = controller(env=env)
-    service("services.ingestor", "worker", env=env)
-    service("services.trainer", "--gpus", "0", env=env)
-    service("services.merger", env=env)
-    first = free_port()
-    pool_port = free_port()
-    pool = service(
-        "services.model_pool",
-        "--port",
-        str(pool_port),
-        "--port-range",
-        f"{first}-{first + 10}",
-        "--controller-address",
-        api,
-        env={**env, "POOL_POLL_INTERVAL": "0.3"},
-    )
-    pool.wait_http(f"http://127.0.0.1:{pool_port}/health")
+    stack = start_stack()
+    api = stack.url
+    for name in ("ingestor", "trainer", "merger"):
+        stack.start(name)
+    stack.start_pool(worker_ports=10)
 
     said: list[str] = []
     outcome = run_demo(

@@ -15,6 +15,18 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import compose_plan
 
 GPU_FILE = REPO_ROOT / "compose.gpu.yaml"
+# The services compose.yaml builds from this repository; all but model-init keep running.
+APP_SERVICES = [
+    "model-init",
+    "controller",
+    "model-worker",
+    "model-pool",
+    "webui",
+    "ingestor",
+    "trainer",
+    "merger",
+    "evaluator",
+]
 
 
 @pytest.fixture(scope="session")

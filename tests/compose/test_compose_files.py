@@ -11,7 +11,7 @@ import compose_plan
 import pytest
 
 from shared import celery_app
-from tests.compose.conftest import GPU_FILE, clean_environ
+from tests.compose.conftest import APP_SERVICES, GPU_FILE, clean_environ
 from tests.support import REPO_ROOT
 
 # Modules of services still being written (module -> reason, xfail'd); empty once all have landed.
@@ -79,19 +79,6 @@ def test_the_issue_services_are_there(compose_config: dict) -> None:
     assert ports["controller"] == ["21001"] and ports["webui"] == ["7860"]
     # Scaled workers cannot share a host port.
     assert ports["model-worker"] == []
-
-
-APP_SERVICES = [
-    "model-init",
-    "controller",
-    "model-worker",
-    "model-pool",
-    "webui",
-    "ingestor",
-    "trainer",
-    "merger",
-    "evaluator",
-]
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)

@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import REPO_ROOT, free_port, wait_until
+from tests.compose.conftest import APP_SERVICES
+from tests.support import free_port, pid_alive, python_output, wait_until
 
 
 def stack(*args: str, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [sys.executable, "scripts/stack.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return python_output("scripts/stack.py", *args, env=env)
 
 
 @pytest.mark.slow
@@ -67,20 +49,11 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
         state = json.loads((tmp_path / "run" / "stack.json").read_text())
         entries = {entry["name"]: entry for entry in state["services"]}
         pids = [entry["pid"] for entry in entries.values()]
-        long_running = {
-            "controller",
-            "model-worker",
-            "model-pool",
-            "webui",
-            "ingestor",
-            "trainer",
-            "merger",
-            "evaluator",
-        }
-        assert set(entries) == long_running | {"model-init"}, out
+        long_running = set(APP_SERVICES) - {"model-init"}
+        assert set(entries) == set(APP_SERVICES), out
         assert state["skipped"] == []
         for name in long_running:
-            assert alive(entries[name]["pid"]), name
+            assert pid_alive(entries[name]["pid"]), name
             assert (tmp_path / "run" / f"{name}.pid").read_text().strip() == str(
                 entries[name]["pid"]
             )
@@ -112,7 +85,7 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
         assert httpx.get(f"http://127.0.0.1:{ports['WEBUI_PORT']}/", timeout=10).status_code == 200
     finally:
         stack("down", env=env)
-    assert wait_until(lambda: not any(alive(pid) for pid in pids), 20)
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), 20)
     assert not (tmp_path / "run" / "stack.json").exists()
     assert not list((tmp_path / "run").glob("*.pid"))
     assert "not running" in stack("ps", env=env)

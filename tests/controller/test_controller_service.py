@@ -12,7 +12,7 @@ import redis
 
 from shared.redis_keys import RedisKeys
 from shared.worker_protocol import iter_chunks
-from tests.support import free_port, post_json_text, wait_until
+from tests.support import free_port, post_json_text, post_streamed, wait_until
 
 PROMPT = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 
@@ -199,13 +199,6 @@ def test_request_id_is_carried_to_the_worker_log(running: tuple) -> None:
     body = {"model": "tiny", "prompt": PROMPT, "max_new_tokens": 2}
     headers = {"X-Request-Id": "req-from-the-client-42"}
     httpx.post(f"{controller_url}/worker_generate", json=body, headers=headers, timeout=60)
-    with httpx.stream(
-        "POST",
-        f"{controller_url}/worker_generate_stream",
-        json=body,
-        headers={"X-Request-Id": "req-streamed-43"},
-        timeout=60,
-    ) as response:
-        response.read()
+    post_streamed(f"{controller_url}/worker_generate_stream", body, "req-streamed-43")
     assert wait_until(lambda: "id=req-streamed-43" in proc.logs(), 5)
     assert "id=req-from-the-client-42" in proc.logs()

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from shared.celery_app import INGEST_QUEUE
+from shared.datasets import DATASET_SOURCE_KEYS
 from tests.support import post_json_text
 
 
@@ -51,16 +52,8 @@ def test_create_get_list_and_cancel(
 
 def test_all_expands_to_the_eight_sources(api: str) -> None:
     record = httpx.post(f"{api}/v1/datasets", json={"sources": ["all"]}).json()
-    assert record["spec"]["sources"] == [
-        "ai_society",
-        "code",
-        "math",
-        "physics",
-        "chemistry",
-        "biology",
-        "alpaca",
-        "sharegpt",
-    ]
+    assert record["spec"]["sources"] == list(DATASET_SOURCE_KEYS)
+    assert len(DATASET_SOURCE_KEYS) == 8
 
 
 def test_upload_a_file_as_a_source(api: str, conv_file: Path) -> None:

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from shared.conversation import get_conv_template
 from shared.worker_protocol import encode_chunk
-from tests.support import ServiceProcess, free_port, post_json_text, wait_until
+from tests.support import ServiceProcess, free_port, post_json_text, post_streamed, wait_until
 
 MODEL = "tiny"
 USER = [{"role": "user", "content": "Hi"}]
@@ -175,17 +175,11 @@ def test_chat_stream_with_usage(stack: Stack) -> None:
 
 def test_raw_sse_framing_and_request_id(stack: Stack) -> None:
     body = {"model": MODEL, "messages": USER, "max_tokens": 6, "stream": True}
-    with httpx.stream(
-        "POST",
-        f"{stack.url}/v1/chat/completions",
-        json=body,
-        headers={"X-Request-Id": "client-req-42"},
-        timeout=30,
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        assert response.headers["x-request-id"] == "client-req-42"
-        raw = response.read().decode()
+    response = post_streamed(f"{stack.url}/v1/chat/completions", body, "client-req-42", 30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-request-id"] == "client-req-42"
+    raw = response.content.decode()
     assert raw.endswith("data: [DONE]\n\n")
     events = raw.split("\n\n")[:-1]
     assert all(e.startswith("data: ") and "\n" not in e for e in events)

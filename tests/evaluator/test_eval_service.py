@@ -9,42 +9,29 @@ import httpx
 import pytest
 
 from tests.evaluator.conftest import capitals_docs, expected_scores
-from tests.support import ServiceProcess, wait_until
+from tests.support import Stack, wait_record
 
 
 @pytest.fixture
 def stack(
-    controller: Callable[..., str],
-    service: Callable[..., ServiceProcess],
-    redis_url: str,
-    redis_prefix: str,
-    tmp_path: Path,
-    tiny_model_dir: Path,
-    eval_data_dir: Path,
+    start_stack: Callable[..., Stack], tmp_path: Path, tiny_model_dir: Path, eval_data_dir: Path
 ) -> str:
-    env = {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "MODELS_DIR": str(tiny_model_dir.parent),
-        "EVAL_DATA_DIR": str(eval_data_dir),
-        "EVAL_OUTPUT_DIR": str(tmp_path / "evals"),
-        "EVAL_DEVICE": "cpu",
-    }
-    api = controller(env=env)
-    service("services.evaluator", env=env)
-    return api
+    """A controller and an evaluator on the CPU, with the tiny model's folder as MODELS_DIR and
+    the repo's offline task data; returns the controller's URL."""
+    stack = start_stack(
+        {
+            "MODELS_DIR": str(tiny_model_dir.parent),
+            "EVAL_DATA_DIR": str(eval_data_dir),
+            "EVAL_OUTPUT_DIR": str(tmp_path / "evals"),
+            "EVAL_DEVICE": "cpu",
+        }
+    )
+    stack.start("evaluator")
+    return stack.url
 
 
 def wait_eval(api: str, eval_id: str, timeout: float = 120) -> dict:
-    record: dict = {}
-
-    def done() -> bool:
-        nonlocal record
-        record = httpx.get(f"{api}/v1/evals/{eval_id}").json()
-        return record["status"] in ("succeeded", "failed")
-
-    assert wait_until(done, timeout, 0.5), record
-    return record
+    return wait_record(f"{api}/v1/evals/{eval_id}", {"succeeded", "failed"}, timeout)
 
 
 @pytest.mark.slow

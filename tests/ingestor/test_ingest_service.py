@@ -9,47 +9,24 @@ import httpx
 import pytest
 
 from tests.ingestor.builders import alpaca_parquet, alpaca_rows, camel_chat_record, camel_chat_tar
-from tests.support import ServiceProcess, wait_until
+from tests.support import Stack, wait_record
 
 
 @pytest.fixture
-def stack(
-    controller: Callable[..., str],
-    service: Callable[..., ServiceProcess],
-    redis_url: str,
-    redis_prefix: str,
-    tmp_path: Path,
-) -> tuple[str, Callable[[], ServiceProcess]]:
-    env = {
-        "DATASETS_DIR": str(tmp_path / "datasets"),
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-    }
-    api = controller(env=env)
-
-    def start_ingestor() -> ServiceProcess:
-        return service("services.ingestor", "worker", env=env)
-
-    return api, start_ingestor
+def stack(start_stack: Callable[..., Stack]) -> Stack:
+    """A controller; the test starts the ingestor behind it when it wants it to work."""
+    return start_stack()
 
 
 def wait_status(api: str, dataset_id: str, timeout: float = 120) -> dict:
-    record: dict = {}
-
-    def done() -> bool:
-        nonlocal record
-        record = httpx.get(f"{api}/v1/datasets/{dataset_id}").json()
-        return record["status"] in {"succeeded", "failed", "cancelled"}
-
-    assert wait_until(done, timeout, 0.5), record
-    return record
+    return wait_record(f"{api}/v1/datasets/{dataset_id}", timeout=timeout)
 
 
 def test_dataset_built_by_the_ingestor_service(
-    stack: tuple, tmp_path: Path, tiny_model_dir: Path
+    stack: Stack, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    api, start_ingestor = stack
-    start_ingestor()
+    api = stack.url
+    stack.start("ingestor")
     chats = camel_chat_tar(
         tmp_path / "src" / "ai_society_chat.tar.gz",
         [camel_chat_record(3, start=i * 10) for i in range(12)],
@@ -73,20 +50,20 @@ def test_dataset_built_by_the_ingestor_service(
     assert set(record["progress"]) >= {"convert", "split", "merge"}
 
 
-def test_cancel_before_the_worker_picks_it_up(stack: tuple, tmp_path: Path) -> None:
-    api, start_ingestor = stack
+def test_cancel_before_the_worker_picks_it_up(stack: Stack, tmp_path: Path) -> None:
+    api = stack.url
     chats = camel_chat_tar(tmp_path / "src" / "chats.tar.gz", [camel_chat_record(2)])
     created = httpx.post(f"{api}/v1/datasets", json={"sources": [str(chats)]}).json()
     httpx.post(f"{api}/v1/datasets/{created['id']}/cancel").raise_for_status()
-    start_ingestor()
+    stack.start("ingestor")
     assert wait_status(api, created["id"])["status"] == "cancelled"
 
 
 def test_a_bad_source_fails_the_dataset_with_a_reason(
-    stack: tuple, tmp_path: Path, tiny_model_dir: Path
+    stack: Stack, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    api, start_ingestor = stack
-    start_ingestor()
+    api = stack.url
+    stack.start("ingestor")
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"this is not an archive")
     created = httpx.post(

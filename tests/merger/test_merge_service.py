@@ -19,9 +19,7 @@ from shared.redis_keys import RedisKeys
 from shared.settings import CommonSettings
 from shared.training import JOB_KIND
 from tests.merger.builders import copy_folder, edit_json, make_base
-from tests.support import ServiceProcess, wait_until
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from tests.support import TERMINAL, Stack, wait_record
 
 
 class Stores:
@@ -61,25 +59,14 @@ def stores(redis_url: str, redis_prefix: str) -> Stores:
 
 
 @pytest.fixture
-def env(redis_url: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "MODELS_DIR": str(tmp_path / "models"),
-        "MERGER_CANCEL_POLL_SECONDS": "0.2",
-    }
+def stack(start_stack: Callable[..., Stack]) -> Stack:
+    """A controller whose merges look for a cancel every 0.2 s; nothing serves the merge queue
+    until the test starts the merger."""
+    return start_stack({"MERGER_CANCEL_POLL_SECONDS": "0.2"})
 
 
 def wait_merge(api: str, merge_id: str, timeout: float = 120) -> dict:
-    record: dict = {}
-
-    def done() -> bool:
-        nonlocal record
-        record = httpx.get(f"{api}/v1/merges/{merge_id}").json()
-        return record["status"] in TERMINAL
-
-    assert wait_until(done, timeout, 0.3), record
-    return record
+    return wait_record(f"{api}/v1/merges/{merge_id}", TERMINAL, timeout, interval=0.3)
 
 
 def hand_to_merger(stores: Stores, celery: Any, request: MergeRequest) -> dict[str, Any]:
@@ -92,17 +79,11 @@ def hand_to_merger(stores: Stores, celery: Any, request: MergeRequest) -> dict[s
 
 
 def test_merges_run_on_the_worker_and_finish_their_jobs(
-    controller: Callable[..., str],
-    service: Callable[..., ServiceProcess],
-    env: dict[str, str],
-    stores: Stores,
-    tiny_model_dir: Path,
-    adapter_dir: Path,
-    tmp_path: Path,
+    stack: Stack, stores: Stores, tiny_model_dir: Path, adapter_dir: Path, tmp_path: Path
 ) -> None:
-    api = controller(env=env)
-    service("services.merger", env=env)
-    models = Path(env["MODELS_DIR"])
+    api = stack.url
+    stack.start("merger")
+    models = Path(stack.env["MODELS_DIR"])
 
     by_name = httpx.post(
         f"{api}/v1/merges",
@@ -113,9 +94,10 @@ def test_merges_run_on_the_worker_and_finish_their_jobs(
 
     # The trainer's way: a job with merge: true hands its own result to a merge.
     stores.add_job("ftjob-merged", tiny_model_dir, adapter_dir)
-    celery = make_celery(
-        "test", CommonSettings(redis_url=env["REDIS_URL"], redis_key_prefix=env["REDIS_KEY_PREFIX"])
+    common = CommonSettings(
+        redis_url=stack.env["REDIS_URL"], redis_key_prefix=stack.env["REDIS_KEY_PREFIX"]
     )
+    celery = make_celery("test", common)
     request = MergeRequest(
         base_model=str(tiny_model_dir), adapter="ftjob-merged", job_id="ftjob-merged"
     )
@@ -166,20 +148,15 @@ def test_merges_run_on_the_worker_and_finish_their_jobs(
 
 
 def test_the_api_names_every_bad_field(
-    controller: Callable[..., str],
-    env: dict[str, str],
-    stores: Stores,
-    tiny_model_dir: Path,
-    adapter_dir: Path,
-    tmp_path: Path,
+    stack: Stack, stores: Stores, tiny_model_dir: Path, adapter_dir: Path, tmp_path: Path
 ) -> None:
-    api = controller(env=env)
+    api = stack.url
     base, adapter = str(tiny_model_dir), str(adapter_dir)
     quantized = copy_folder(tiny_model_dir, tmp_path / "nf4")
     edit_json(quantized / "config.json", quantization_config={"load_in_4bit": True})
     stores.add_job("ftjob-running", tiny_model_dir, None)
     stores.add_job("ftjob-full", tiny_model_dir, tiny_model_dir, status="succeeded")
-    (Path(env["MODELS_DIR"]) / "taken").mkdir(parents=True)
+    (Path(stack.env["MODELS_DIR"]) / "taken").mkdir(parents=True)
 
     cases = [
         ({"base_model": str(tmp_path), "adapter": adapter}, "base_model", "no config.json"),

@@ -41,13 +41,15 @@ def add_merge(ctx: MergeContext, base: Path, adapter: Path, **fields: object) ->
     return record["id"]
 
 
+@pytest.fixture
+def merge_id(ctx: MergeContext, tiny_model_dir: Path, adapter_dir: Path) -> str:
+    """A queued merge of the tiny model's adapter, handed over by its job (add_merge)."""
+    return add_merge(ctx, tiny_model_dir, adapter_dir)
+
+
 def test_a_cancel_stops_the_merge_and_the_job(
-    ctx: MergeContext,
-    tiny_model_dir: Path,
-    adapter_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    ctx: MergeContext, merge_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    merge_id = add_merge(ctx, tiny_model_dir, adapter_dir)
     fold = merge_module._fold
 
     def cancel_while_merging(peft_model: object) -> object:
@@ -78,12 +80,8 @@ def test_a_live_lease_elsewhere_leaves_the_merge_alone(
 
 
 def test_a_redelivered_merge_that_had_published_reports_without_merging_again(
-    ctx: MergeContext,
-    tiny_model_dir: Path,
-    adapter_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    ctx: MergeContext, merge_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    merge_id = add_merge(ctx, tiny_model_dir, adapter_dir)
     first = run_merge(merge_id, ctx, "first:1")
     assert first["status"] == "succeeded", first
     # The first worker died after publishing, before reporting: the record still says running.

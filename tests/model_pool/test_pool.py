@@ -23,7 +23,7 @@ from shared.job_records import RecordStore
 from shared.redis_client import sync_redis
 from shared.redis_keys import RedisKeys
 from shared.settings import CommonSettings, PoolSettings
-from tests.support import ServiceProcess, free_port, wait_until
+from tests.support import Stack, wait_record, wait_until
 
 
 @pytest.fixture
@@ -40,46 +40,15 @@ def models_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
 
 
 @pytest.fixture
-def stack(
-    controller: Callable[..., str],
-    service: Callable[..., ServiceProcess],
-    redis_url: str,
-    redis_prefix: str,
-    models_dir: Path,
-    tmp_path: Path,
-) -> str:
-    env = {
-        "MODELS_DIR": str(models_dir),
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "LOG_DIR": str(tmp_path / "logs"),
-    }
-    api = controller(env=env)
-    first = free_port()
-    pool_port = free_port()
-    pool = service(
-        "services.model_pool",
-        "--port",
-        str(pool_port),
-        "--port-range",
-        f"{first}-{first + 20}",
-        "--controller-address",
-        api,
-        env={**env, "POOL_POLL_INTERVAL": "0.3"},
-    )
-    pool.wait_http(f"http://127.0.0.1:{pool_port}/health")
-    return api
-
-
-def deployment(api: str, name: str) -> dict:
-    return httpx.get(f"{api}/v1/models/{name}/deploy").json()
+def stack(start_stack: Callable[..., Stack], models_dir: Path) -> str:
+    """A controller and a model pool serving ``models_dir``; returns the controller's URL."""
+    stack = start_stack({"MODELS_DIR": str(models_dir)})
+    stack.start_pool(worker_ports=20)
+    return stack.url
 
 
 def wait_status(api: str, name: str, statuses: set[str], timeout: float = 120) -> dict:
-    assert wait_until(lambda: deployment(api, name).get("status") in statuses, timeout, 0.3), (
-        deployment(api, name)
-    )
-    return deployment(api, name)
+    return wait_record(f"{api}/v1/models/{name}/deploy", statuses, timeout, interval=0.3)
 
 
 def test_deploy_chat_and_undeploy_without_restarting_anything(stack: str) -> None:

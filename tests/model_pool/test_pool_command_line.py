@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from services.model_pool.__main__ import parse_pool_args
 from services.model_pool.children import Child, WorkerLaunch, worker_command
 from services.model_worker.__main__ import parse_worker_args
-from tests.support import REPO_ROOT
+from tests.support import run_python, usage_error
 
 
 def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,10 +35,7 @@ def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_values_exit_2_naming_the_flag(
     argv: list[str], flag: str, capsys: pytest.CaptureFixture
 ) -> None:
-    with pytest.raises(SystemExit) as info:
-        parse_pool_args(argv)
-    assert info.value.code == 2
-    assert flag in capsys.readouterr().err
+    assert flag in usage_error(parse_pool_args, argv, capsys)
 
 
 def test_the_worker_command_runs_the_worker_module_with_flags_it_accepts() -> None:
@@ -73,12 +69,6 @@ def test_a_failed_worker_is_reported_by_its_own_error_line(tmp_path: Path) -> No
 
 
 def test_help_works() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "services.model_pool", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=60,
-    )
+    proc = run_python("-m", "services.model_pool", "--help", timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--port-range" in proc.stdout and "--worker-args" in proc.stdout

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from services.model_worker.engine import ModelEngine
 from services.model_worker.errors import EngineOverloaded, InvalidRequest
-from services.model_worker.loader import LoadedModel, load_model
+from services.model_worker.loader import LoadedModel
 from services.model_worker.template_choice import conversation_for
 from shared.schemas import GenerateParams
 
@@ -34,25 +33,15 @@ class SlowModel:
         return self._model(*args, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir: Path) -> LoadedModel:
-    loaded = load_model(str(tiny_model_dir), device="cpu")
-    # A zero EOS row gives EOS a logit of exactly 0, below the largest random logit: greedy
-    # requests then run to max_new_tokens, which keeps the timing of these tests predictable.
-    with torch.no_grad():
-        loaded.model.lm_head.weight[loaded.tokenizer.eos_token_id].zero_()
-    return loaded
-
-
 @pytest.fixture
-def make_engine(loaded: LoadedModel, tiny_model_dir: Path) -> Iterator[Any]:
+def make_engine(tiny: LoadedModel, tiny_model_dir: Path) -> Iterator[Any]:
     engines: list[ModelEngine] = []
 
     def make(mode: str = "batch", delay: float = 0.0, **kwargs: Any) -> ModelEngine:
-        model = SlowModel(loaded.model, delay) if delay else loaded.model
-        conv = conversation_for(str(tiny_model_dir), loaded.tokenizer)
+        model = SlowModel(tiny.model, delay) if delay else tiny.model
+        conv = conversation_for(str(tiny_model_dir), tiny.tokenizer)
         engine = ModelEngine(
-            dataclasses.replace(loaded, model=model),
+            dataclasses.replace(tiny, model=model),
             ["tiny"],
             conv,
             mode=mode,
@@ -215,11 +204,11 @@ async def test_event_loop_stays_responsive_while_generating(make_engine: Any, mo
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_generation_errors_become_error_chunks_and_serving_goes_on(
-    make_engine: Any, mode: str, loaded: LoadedModel
+    make_engine: Any, mode: str, tiny: LoadedModel
 ) -> None:
     engine = make_engine(mode)
     calls = {"n": 0}
-    real = loaded.model.forward
+    real = tiny.model.forward
 
     def failing_once(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
@@ -227,7 +216,7 @@ async def test_generation_errors_become_error_chunks_and_serving_goes_on(
             raise RuntimeError("the GPU caught fire")
         return real(*args, **kwargs)
 
-    loaded.model.forward = failing_once
+    tiny.model.forward = failing_once
     try:
         result = await engine.generate(params())
         assert result["error_code"] == 50001
@@ -235,7 +224,7 @@ async def test_generation_errors_become_error_chunks_and_serving_goes_on(
         again = await engine.generate(params(max_new_tokens=3))
         assert again["error_code"] == 0
     finally:
-        del loaded.model.forward
+        del tiny.model.forward
     assert engine.running == 0
 
 
@@ -256,6 +245,6 @@ def test_validation_names_the_field(make_engine: Any, kwargs: dict, param: str) 
     assert param in info.value.message
 
 
-def test_count_tokens_matches_the_tokenizer(make_engine: Any, loaded: LoadedModel) -> None:
+def test_count_tokens_matches_the_tokenizer(make_engine: Any, tiny: LoadedModel) -> None:
     text = "What is the capital of France?"
-    assert make_engine().count_tokens(text) == len(loaded.tokenizer(text).input_ids)
+    assert make_engine().count_tokens(text) == len(tiny.tokenizer(text).input_ids)

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-from pathlib import Path
 from typing import Any
 
-import pytest
-import torch
-
 from services.model_worker.generation import generate_stream
-from services.model_worker.loader import LoadedModel, load_model
+from services.model_worker.loader import LoadedModel
 from shared.schemas import GenerateParams
 
 PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> LoadedModel:
-    loaded = load_model(str(tiny_model_dir), device="cpu")
-    # Random weights may pick EOS at any step. A zero row gives EOS a logit of exactly 0, below
-    # the largest of the other ~500 random logits, so greedy lengths are predictable.
-    with torch.no_grad():
-        loaded.model.lm_head.weight[loaded.tokenizer.eos_token_id].zero_()
-    return loaded
 
 
 def run(tiny: LoadedModel, **kwargs: Any) -> list[dict[str, Any]]:
@@ -107,15 +93,8 @@ def test_seeded_sampling_is_reproducible(tiny: LoadedModel) -> None:
 
 
 def test_sampling_controls_are_accepted(tiny: LoadedModel) -> None:
-    final = run(
-        tiny,
-        max_new_tokens=8,
-        temperature=0.7,
-        top_p=0.9,
-        top_k=20,
-        repetition_penalty=1.3,
-        seed=1,
-    )[-1]
+    controls = {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "repetition_penalty": 1.3}
+    final = run(tiny, max_new_tokens=8, seed=1, **controls)[-1]
     assert final["usage"]["completion_tokens"] == 8
 
 

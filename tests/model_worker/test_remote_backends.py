@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from shared.worker_protocol import iter_chunks
-from tests.support import ServiceProcess, free_port, wait_until
+from tests.support import ServiceProcess, free_port, start_worker_process, wait_until
 
 PROMPT = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 
@@ -18,20 +18,12 @@ PROMPT = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 def remote_worker(
     service: Callable[..., ServiceProcess], tiny_model_dir: Path
 ) -> Callable[..., str]:
+    """Start a worker of "remote-tiny", a model behind ``--backend-url`` (with the tiny model's
+    tokenizer); returns its URL."""
+
     def start(*args: str) -> str:
-        port = free_port()
-        proc = service(
-            "services.model_worker",
-            "--port",
-            str(port),
-            "--model-path",
-            "remote-tiny",
-            "--tokenizer-path",
-            str(tiny_model_dir),
-            *args,
-        )
-        url = f"http://127.0.0.1:{port}"
-        proc.wait_http(f"{url}/health", timeout=60)
+        tokenizer = ["--tokenizer-path", str(tiny_model_dir)]
+        url, _ = start_worker_process(service, "remote-tiny", *tokenizer, *args, timeout=60)
         return url
 
     return start

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from services.model_worker.__main__ import parse_worker_args
 from shared.settings import default_model_dir
-from tests.support import REPO_ROOT
+from tests.support import run_python, usage_error
 
 
 def test_fastchat_spellings_still_work() -> None:
@@ -71,21 +69,12 @@ def test_the_environment_sets_defaults_that_flags_override(
 def test_a_bad_flag_exits_2_naming_it(
     argv: list[str], flag: str, capsys: pytest.CaptureFixture
 ) -> None:
-    with pytest.raises(SystemExit) as info:
-        parse_worker_args(argv)
-    assert info.value.code == 2
-    assert flag in capsys.readouterr().err
+    assert flag in usage_error(parse_worker_args, argv, capsys)
 
 
 def test_help_lists_the_flags_and_their_other_spellings() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "services.model_worker", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env={**os.environ, "COLUMNS": "250"},  # one line per spelling list
-        timeout=120,
-    )
+    env = {**os.environ, "COLUMNS": "250"}  # one line per spelling list
+    proc = run_python("-m", "services.model_worker", "--help", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for flag in ("--model-path", "--limit-model-concurrency", "--controller-address"):
         assert flag in proc.stdout

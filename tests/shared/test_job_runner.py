@@ -15,16 +15,8 @@ import pytest
 import redis
 
 from shared.job_records import RecordStore
-from shared.jobs import (
-    Finished,
-    HandedOff,
-    JobCancelled,
-    JobFailed,
-    JobRun,
-    JobRunner,
-    find_orphans,
-)
-from shared.jobs.orphans import OrphanWatcher, requeue_orphans
+from shared.jobs import Finished, HandedOff, JobCancelled, JobFailed, JobRun, JobRunner
+from shared.jobs.orphans import OrphanWatcher, find_orphans, requeue_orphans
 from shared.redis_keys import RedisKeys
 from tests.support import REPO_ROOT, wait_until
 

@@ -2,57 +2,31 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import ServiceProcess, wait_until
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from tests.support import TERMINAL, Stack, wait_record, wait_until, write_conversations
 
 
 @pytest.fixture
 def data_file(tmp_path: Path) -> Path:
-    path = tmp_path / "train.jsonl"
-    rows = [
-        {
-            "id": str(i),
-            "conversations": [
-                {"from": "human", "value": f"What is the capital of France? ({i})"},
-                {"from": "gpt", "value": "The capital of France is Paris."},
-            ],
-        }
-        for i in range(40)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_conversations(tmp_path / "train.jsonl")
 
 
 @pytest.fixture
-def stack(
-    controller: Callable[..., str],
-    service: Callable[..., ServiceProcess],
-    redis_url: str,
-    redis_prefix: str,
-    tmp_path: Path,
-) -> tuple[str, Callable[[], ServiceProcess]]:
-    env = {
-        "JOBS_DIR": str(tmp_path / "jobs"),
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "CELERY_VISIBILITY_TIMEOUT": "4",
-        "JOB_LEASE_SECONDS": "3",
-        "JOB_ORPHAN_SCAN_SECONDS": "1",
-    }
-    api = controller(env=env)
-
-    def start_trainer() -> ServiceProcess:
-        return service("services.trainer", "--gpus", "0", env=env)
-
-    return api, start_trainer
+def stack(start_stack: Callable[..., Stack]) -> Stack:
+    """A controller whose jobs a killed trainer leaves within seconds (short visibility timeout,
+    leases and orphan scans); the test starts the trainers behind it."""
+    return start_stack(
+        {
+            "CELERY_VISIBILITY_TIMEOUT": "4",
+            "JOB_LEASE_SECONDS": "3",
+            "JOB_ORPHAN_SCAN_SECONDS": "1",
+        }
+    )
 
 
 def job_body(model: Path, data: Path, **hyper: object) -> dict:
@@ -71,16 +45,10 @@ def job_body(model: Path, data: Path, **hyper: object) -> dict:
     }
 
 
-def wait_job(api: str, job_id: str, timeout: float = 180, until: set[str] = TERMINAL) -> dict:
-    job: dict = {}
-
-    def reached() -> bool:
-        nonlocal job
-        job = httpx.get(f"{api}/v1/fine_tuning/jobs/{job_id}").json()
-        return job["status"] in until
-
-    assert wait_until(reached, timeout, 0.5), job
-    return job
+def wait_job(
+    api: str, job_id: str, timeout: float = 180, until: Collection[str] = TERMINAL
+) -> dict:
+    return wait_record(f"{api}/v1/fine_tuning/jobs/{job_id}", until, timeout)
 
 
 def events_of(api: str, job_id: str) -> list[dict]:
@@ -88,9 +56,9 @@ def events_of(api: str, job_id: str) -> list[dict]:
     return list(reversed(page["data"]))
 
 
-def test_a_lora_job_runs_to_success(stack: tuple, tiny_model_dir: Path, data_file: Path) -> None:
-    api, start_trainer = stack
-    start_trainer()
+def test_a_lora_job_runs_to_success(stack: Stack, tiny_model_dir: Path, data_file: Path) -> None:
+    api = stack.url
+    stack.start("trainer")
     created = httpx.post(
         f"{api}/v1/fine_tuning/jobs",
         json=job_body(tiny_model_dir, data_file, max_steps=12, save_steps=5),
@@ -110,10 +78,10 @@ def test_a_lora_job_runs_to_success(stack: tuple, tiny_model_dir: Path, data_fil
 
 
 def test_cancel_stops_a_running_job_within_seconds(
-    stack: tuple, tiny_model_dir: Path, data_file: Path
+    stack: Stack, tiny_model_dir: Path, data_file: Path
 ) -> None:
-    api, start_trainer = stack
-    start_trainer()
+    api = stack.url
+    stack.start("trainer")
     job = httpx.post(
         f"{api}/v1/fine_tuning/jobs",
         json=job_body(tiny_model_dir, data_file, max_steps=100000, save_steps=100000),
@@ -127,10 +95,10 @@ def test_cancel_stops_a_running_job_within_seconds(
 
 
 def test_a_killed_worker_leaves_the_job_to_the_next_which_resumes(
-    stack: tuple, tiny_model_dir: Path, data_file: Path
+    stack: Stack, tiny_model_dir: Path, data_file: Path
 ) -> None:
-    api, start_trainer = stack
-    first = start_trainer()
+    api = stack.url
+    first = stack.start("trainer")
     job = httpx.post(
         f"{api}/v1/fine_tuning/jobs",
         json=job_body(tiny_model_dir, data_file, max_steps=60, save_steps=10),
@@ -142,7 +110,7 @@ def test_a_killed_worker_leaves_the_job_to_the_next_which_resumes(
 
     assert wait_until(has_checkpoint, 120, 0.2)
     first.kill()  # SIGKILL: no goodbye, the task is never acknowledged
-    start_trainer()
+    stack.start("trainer")
     final = wait_job(api, job["id"], timeout=180)
     assert final["status"] == "succeeded", final
     messages = [e["message"] for e in events_of(api, job["id"])]
