@@ -329,7 +329,7 @@ def _progress(page: Any) -> tuple[str, float]:
 
 def test_training_job_progress_moves_to_done(page: Any, browser_stack: BrowserStack) -> None:
     _open(page, browser_stack.webui)
-    job_id = _submit_job(page, browser_stack.data_file, method="lora", steps=20, suffix="browser")
+    job_id = _submit_job(page, browser_stack.data_file, method="lora", steps=150, suffix="browser")
     page.locator("#job-pick input").wait_for()
     seen: list[tuple[str, float]] = []
     shot_running = False
