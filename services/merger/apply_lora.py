@@ -1,4 +1,4 @@
-"""Merge a LoRA adapter into its base model (the original's ``apply_lora``, spec §3.6).
+"""Merge a LoRA adapter into its base model: the original's ``apply_lora`` command, verified.
 
     python -m services.merger.apply_lora --base-model-path B --target-model-path T --lora-path A
         [--dtype auto|bf16|fp16|fp32] [--overwrite] [--max-shard-size 5GB] [--tolerance X]
