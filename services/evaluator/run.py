@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 
 from services.evaluator.harness import EvalError, EvalPlan, run_plan
 from services.evaluator.results import format_table
+from shared.cli import SettingsParser
 from shared.evals import LEADERBOARD, EvalRequest, resolve_model
 from shared.logging_setup import configure_logging
 from shared.settings import CommonSettings, EvaluatorSettings
@@ -30,22 +30,31 @@ def parse_fewshot(text: str | None) -> int | dict[str, int] | None:
     return {name.strip(): int(value) for name, value in pairs}
 
 
-def main(argv: list[str] | None = None) -> int:
-    settings = EvaluatorSettings()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _parser() -> SettingsParser:
+    """The evaluator's settings (device, data folder, models folder) as flags, plus the request."""
+    cli = SettingsParser(
+        __doc__.split("\n\n")[0],
+        CommonSettings,
+        EvaluatorSettings,
+        fields=("models_dir", "log_level", "device", "data_dir"),
+        prog="python -m services.evaluator.run",
+    )
+    parser = cli.parser
     parser.add_argument("--model", required=True)
     parser.add_argument("--tasks", default=LEADERBOARD, help="'leaderboard' or a,b,c")
     parser.add_argument("--num-fewshot", default=None, help="N or task=N,task=N")
     parser.add_argument("--limit", type=int, default=None, help="samples per task")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--device", default=settings.device, choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--data-dir", default=settings.data_dir or None)
-    parser.add_argument("--models-dir", type=Path, default=CommonSettings().models_dir)
     parser.add_argument("--output", type=Path, default=None, help="write table + raw as JSON")
-    parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args(argv)
-    configure_logging("evaluator", args.log_level)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = _parser()
+    args = cli.parse(argv)
+    common, settings = cli.settings(CommonSettings), cli.settings(EvaluatorSettings)
+    configure_logging("evaluator", common.log_level)
     try:
         request = EvalRequest(
             model=args.model,
@@ -53,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
             num_fewshot=parse_fewshot(args.num_fewshot),
             limit=args.limit,
             batch_size=args.batch_size,
-            device=args.device,
+            device=settings.device,
             dtype=args.dtype,
-            data_dir=args.data_dir,
+            data_dir=settings.data_dir or None,
         )
-        model_path = resolve_model(request.model, args.models_dir)
+        model_path = resolve_model(request.model, common.models_dir)
     except (ValidationError, ValueError) as exc:
-        parser.error(str(exc))
+        cli.parser.error(str(exc))
     plan = EvalPlan.from_request(request, model_path, settings)
 
     def progress(state: dict) -> None:
