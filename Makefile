@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install default-model chromium compose-check up down ps demo test test-fast test-message lint format clean bench-ingest bench-serve
+.PHONY: help install default-model chromium compose-check up down ps demo test test-fast test-faults test-message lint format clean bench-ingest bench-serve
 
 help:
 	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-message  ask the served model a question through the controller"
 	@echo "make demo          make up, then ingest samples, LoRA-finetune, merge, deploy and chat"
 	@echo "make test          set up and run the whole test suite"
+	@echo "make test-faults   attacks and failures against running services (after make test)"
 	@echo "make lint          ruff"
 	@echo "make bench-ingest  dataset ingestion benchmark (100k synthetic conversations)"
 	@echo "make bench-serve   batching worker vs one-at-a-time baseline, 1/4/16/64 clients"
@@ -68,10 +69,15 @@ chromium:
 	  || echo "chromium is missing and cannot be installed here: the browser tests will be skipped"
 
 test: default-model chromium
-	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra
+	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not faults"
 
 test-fast: $(STAMP)
-	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not slow"
+	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not slow and not faults"
+
+# Attacks and failures against running services: auth, paths, limits, schemathesis, worker and
+# trainer kills, a multi-host network (root: network namespaces). Run by .ci/run after make test.
+test-faults: default-model
+	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m faults
 
 bench-ingest: $(STAMP) default-model
 	$(PY) benchmarks/bench_ingest.py
