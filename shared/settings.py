@@ -44,7 +44,7 @@ class CommonSettings(_Section):
         REPO_ROOT / "checkpoints", description="fine-tuning jobs' checkpoints and results"
     )
     job_lease_seconds: float = Field(
-        20.0,
+        12.0,
         gt=0,
         description="a running job holds its record this long, renewed every third of it",
     )
@@ -52,7 +52,7 @@ class CommonSettings(_Section):
         1.0, gt=0, description="seconds between a running job's looks at its cancel flag"
     )
     job_orphan_scan_seconds: float = Field(
-        5.0, gt=0, description="seconds between looks for jobs whose runner died"
+        3.0, gt=0, description="seconds between looks for jobs whose runner died"
     )
 
     @property
