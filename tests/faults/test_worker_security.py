@@ -219,17 +219,19 @@ def test_health_and_heartbeats_answer_while_the_largest_prompt_is_counted(
     big.start()
     latencies: list[float] = []
     time.sleep(0.3)  # the body is sent and being tokenised
-    while big.is_alive() and len(latencies) < 15:
+    while big.is_alive():
         sent = time.monotonic()
         assert httpx.get(f"{keyed_worker}/health", timeout=30).status_code == 200
         latencies.append(time.monotonic() - sent)
-        time.sleep(0.2)
-    sampled_until = time.monotonic()
+        time.sleep(0.15)
+    finished = time.monotonic()
     big.join()
-    assert len(latencies) >= 5, "the big request ended before /health could be sampled"
     assert max(latencies) < 1.0, latencies
-    beats = [t for _, _, t in fake_controller.of("/receive_heart_beat") if started <= t]
-    beats_during = [t for t in beats if t <= sampled_until]
-    assert len(beats_during) >= 2, (beats_during, sampled_until - started)
+    assert len(latencies) >= 5, "the big request ended before /health could be sampled"
+    time.sleep(1.5)  # the first heartbeat after it
+    beats = [t for _, _, t in fake_controller.of("/receive_heart_beat") if t >= started - 1.5]
+    assert any(started < t < finished for t in beats), (beats, started, finished)
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
+    assert max(gaps) < 2.0, gaps  # every second, as when idle
     assert answers[0].status_code == 200
     assert answers[0].json()["count"] > len(prompt) // 10
