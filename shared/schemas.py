@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_
 
 FinishReason = Literal["stop", "length"]
 
+# Largest seed a request may give: a signed 64-bit integer, what torch and numpy take.
+MAX_SEED = 2**63 - 1
+
 
 class WorkerStatus(BaseModel):
     model_names: list[str]
@@ -87,7 +90,7 @@ class GenerateParams(BaseModel):
     stop: StrictStr | list[StrictStr] | None = None
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     echo: StrictBool = True
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     # Keep at most this many of the latest prompt tokens (TGI's ``truncate``).
     truncate: int | None = Field(None, ge=1)
 

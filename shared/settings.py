@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.http_limits import DEFAULT_MAX_BODY_BYTES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -153,7 +155,10 @@ class ModelSettings(_Section):
     load_8bit: bool = Field(False, description="quantize to 8 bits with bitsandbytes")
     load_4bit: bool = Field(False, description="quantize to 4 bits (NF4) with bitsandbytes")
     stream_interval: int = Field(2, description="tokens between streamed snapshots")
-    seed: int | None = Field(None, description="random seed, for repeatable sampling")
+    # transformers.set_seed hands it to numpy too, which takes 32 bits.
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="random seed, for repeatable sampling"
+    )
 
 
 class WorkerSettings(ModelSettings):
@@ -187,7 +192,12 @@ class WorkerSettings(ModelSettings):
         description="prompt tokens prefilled per scheduler step, so long prompts do not stall "
         "running streams",
     )
-    heart_beat_interval: float = Field(2.0, description="seconds between heartbeats")
+    heart_beat_interval: float = Field(
+        1.0,
+        gt=0,
+        description="seconds between heartbeats (the controller drops a worker after 3 s "
+        "without one)",
+    )
     register_to_controller: bool = Field(
         True, description="register with the controller and keep sending heartbeats"
     )
@@ -206,6 +216,11 @@ class WorkerSettings(ModelSettings):
     )
     context_len: int = Field(
         4096, description="remote backends: context length when the server does not say"
+    )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        gt=0,
+        description="largest request body accepted (larger ones get 413); bounds the prompt",
     )
 
 
@@ -236,7 +251,10 @@ class PoolSettings(_Section):
     worker_args: str = Field(
         "",
         description='extra flags for every model worker it starts (e.g. "--dtype bfloat16 '
-        '--max-batch-size 16")',
+        '--max-batch-size 16"); credentials go to them through the environment instead',
+    )
+    max_body_bytes: int = Field(
+        64 * 1024, gt=0, description="largest request body accepted (larger ones get 413)"
     )
 
 

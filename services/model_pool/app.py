@@ -1,5 +1,5 @@
 """The pool's HTTP side: ``GET /health`` (what it runs); the supervision loop runs in its
-lifespan."""
+lifespan. Everything but ``/health`` needs a credential (a user's key or the worker token)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.model_pool.supervisor import ModelPool
+from shared.auth import Credentials
+from shared.credential_guard import CredentialGuard
+from shared.http_limits import BodyLimits
+from shared.settings import AuthSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ async def supervise(pool: ModelPool, stopping: asyncio.Event) -> None:
             await asyncio.wait_for(stopping.wait(), pool.settings.poll_interval)
 
 
-def create_app(pool: ModelPool) -> FastAPI:
+def create_app(pool: ModelPool, auth: AuthSettings, max_body_bytes: int) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stopping = asyncio.Event()
@@ -41,6 +45,8 @@ def create_app(pool: ModelPool) -> FastAPI:
             await asyncio.to_thread(pool.shutdown)
 
     app = FastAPI(title="camel-chat model pool", lifespan=lifespan)
+    app.add_middleware(BodyLimits, max_bytes=max_body_bytes)
+    app.add_middleware(CredentialGuard, credentials=Credentials.from_settings(auth))
 
     @app.get("/health")
     def health() -> dict[str, Any]:

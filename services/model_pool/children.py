@@ -1,7 +1,8 @@
 """The model worker processes the pool starts: their command line, their log, their end.
 
 The pool runs each worker as ``python -m services.model_worker`` with its flags, the way a person
-would; it never imports the worker's code.
+would; it never imports the worker's code. Credentials go to the worker in its environment, never
+on its command line, where any user of the host can read them (``ps``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.processes import start_logged
+from shared.settings import AuthSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,16 @@ def _die_with_parent() -> None:
     """Runs in the child before exec: ask Linux to SIGTERM it when the pool dies."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def worker_environment(auth: AuthSettings) -> dict[str, str]:
+    """The pool's environment with its credentials as the worker reads them (AuthSettings'
+    variables), whether the pool got them from its environment or its flags."""
+    values = {
+        name.upper(): str(value).lower() if isinstance(value, bool) else str(value)
+        for name, value in auth.model_dump().items()
+    }
+    return {**os.environ, **values}
 
 
 @dataclass(frozen=True)
@@ -81,9 +94,11 @@ class Child:
     started_at: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def spawn(cls, name: str, port: int, command: list[str], log_path: Path) -> Child:
-        """Start the worker with its output appended to ``log_path``."""
-        process = start_logged(command, log_path, preexec_fn=_die_with_parent)
+    def spawn(
+        cls, name: str, port: int, command: list[str], log_path: Path, env: dict[str, str]
+    ) -> Child:
+        """Start the worker with ``env`` and its output appended to ``log_path``."""
+        process = start_logged(command, log_path, preexec_fn=_die_with_parent, env=env)
         return cls(name, port, process, log_path)
 
     @property

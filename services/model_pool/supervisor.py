@@ -3,8 +3,8 @@
 Each pass renews the pool's heartbeat, then for every record: starts a worker for a pending one
 (while under ``max_models``), removes an undeploying one, and hands back to ``pending`` a
 deployment whose pool is gone (its heartbeat expired). Then it watches its own workers: one that
-answers its health check is ``deployed``; one that exited or did not load in time is ``failed``
-with the reason.
+answers its status with the pool's worker token (as the controller will ask it) is ``deployed``;
+one that refuses the token, exited or did not load in time is ``failed`` with the reason.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 
-from services.model_pool.children import Child, WorkerLaunch, worker_command
+from services.model_pool.children import Child, WorkerLaunch, worker_command, worker_environment
 from services.model_pool.ports import first_free_port, parse_port_range
+from shared.auth import bearer_header
 from shared.deployments import (
     DEPLOYED,
     DEPLOYMENT_KIND,
@@ -35,7 +36,7 @@ from shared.deployments import (
 from shared.job_records import RecordStore
 from shared.redis_client import sync_redis
 from shared.redis_keys import RedisKeys
-from shared.settings import CommonSettings, PoolSettings
+from shared.settings import AuthSettings, CommonSettings, PoolSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class ModelPool:
         common: CommonSettings,
         controller_address: str,
         python: str = sys.executable,
+        auth: AuthSettings | None = None,
     ) -> None:
+        """``auth``: credentials for its workers (None: AuthSettings from the environment)."""
         self.settings = settings
         self.controller_address = controller_address
         self.name = settings.name or f"{socket.gethostname()}:{os.getpid()}"
@@ -64,7 +67,9 @@ class ModelPool:
         self.store = RecordStore(self._redis, self._keys, DEPLOYMENT_KIND)
         self.children: dict[str, Child] = {}
         self._ports = parse_port_range(settings.port_range)
-        self._http = httpx.Client(timeout=2.0)
+        auth = auth or AuthSettings()
+        self._worker_env = worker_environment(auth)
+        self._http = httpx.Client(timeout=2.0, headers=bearer_header(auth.worker_token))
 
     # --- records ---------------------------------------------------------------------------
     def _records(self) -> dict[str, dict[str, Any]]:
@@ -144,17 +149,19 @@ class ModelPool:
         extra = shlex.split(self.settings.worker_args)
         command = worker_command(self._python, name, record, launch, extra)
         log_path = self.log_dir / f"pool-worker-{name}.log"
-        self.children[name] = Child.spawn(name, port, command, log_path)
+        self.children[name] = Child.spawn(name, port, command, log_path, self._worker_env)
         log.info("event=model_loading model=%s port=%d path=%s", name, port, record["path"])
 
     def _worker_address(self, port: int) -> str:
         return f"http://{self.advertise_host}:{port}"
 
-    def _answers(self, child: Child) -> bool:
+    def _probe(self, child: Child) -> int | None:
+        """The status code of the worker's ``/worker_get_status``; None while it does not
+        listen yet."""
         try:
-            return self._http.get(f"http://127.0.0.1:{child.port}/health").status_code == 200
+            return self._http.post(f"http://127.0.0.1:{child.port}/worker_get_status").status_code
         except httpx.HTTPError:
-            return False
+            return None
 
     def _watch_child(self, name: str, record: dict[str, Any] | None) -> None:
         child = self.children[name]
@@ -170,10 +177,18 @@ class ModelPool:
             self._watch_loading(name, child)
 
     def _watch_loading(self, name: str, child: Child) -> None:
-        if self._answers(child):
+        answer = self._probe(child)
+        if answer == 200:
             address = self._worker_address(child.port)
             self._set(name, self.name, status=DEPLOYED, worker_address=address)
             log.info("event=model_deployed model=%s port=%d", name, child.port)
+        elif answer == 401:
+            self._stop_child(name)
+            message = (
+                "the model worker answered 401 to the pool: set WORKER_TOKEN for the pool, which "
+                "hands it to its workers and sends it to them"
+            )
+            self._fail(name, "worker_refused_credentials", message)
         elif time.monotonic() - child.started_at > self.settings.load_timeout:
             self._stop_child(name)
             timeout = self.settings.load_timeout

@@ -1,7 +1,9 @@
 """Start a model worker: ``python -m services.model_worker --model-path <folder or hub id>``.
 
-Every flag is a field of ``WorkerSettings`` (``WORKER_*``) or ``CommonSettings`` (for example
-``--controller-address``, ``--log-level``); FastChat's spellings are kept as other spellings.
+Every flag is a field of ``WorkerSettings`` (``WORKER_*``), ``CommonSettings`` (for example
+``--controller-address``, ``--log-level``) or ``AuthSettings`` (``--worker-token``,
+``--controller-api-keys``: better given in the environment, where ``ps`` does not show them);
+FastChat's spellings are kept as other spellings.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import uvicorn
 
@@ -19,9 +22,11 @@ from services.model_worker.args import load_configured_model, with_default_model
 from services.model_worker.engine import ModelEngine, ServingEngine
 from services.model_worker.remote import RemoteEngine, remote_context_len
 from services.model_worker.template_choice import conversation_for
+from shared.auth import Credentials
 from shared.cli import SettingsParser
+from shared.credential_guard import no_credentials_error
 from shared.logging_setup import configure_logging
-from shared.settings import CommonSettings, WorkerSettings
+from shared.settings import AuthSettings, CommonSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +52,32 @@ def advertised_address(host: str, port: int, address: str) -> str:
     return f"http://{host}:{port}"
 
 
-def parse_worker_args(
-    argv: Sequence[str] | None = None,
-) -> tuple[argparse.ArgumentParser, CommonSettings, WorkerSettings]:
+class WorkerArgs(NamedTuple):
+    parser: argparse.ArgumentParser
+    common: CommonSettings
+    settings: WorkerSettings
+    auth: AuthSettings
+
+
+def parse_worker_args(argv: Sequence[str] | None = None) -> WorkerArgs:
     """The flags over the environment; a bad flag or value exits with status 2 naming it."""
     cli = SettingsParser(
         "camel-chat model worker: serves one model over the FastChat worker and TGI protocols",
         CommonSettings,
         WorkerSettings,
+        AuthSettings,
         aliases=ALIASES,
         prog="python -m services.model_worker",
     )
     cli.parse(argv)
-    return (
+    auth = cli.settings(AuthSettings)
+    if error := no_credentials_error(Credentials.from_settings(auth)):
+        cli.parser.exit(2, error + "\n")
+    return WorkerArgs(
         cli.parser,
         cli.settings(CommonSettings),
         with_default_model(cli.settings(WorkerSettings)),
+        auth,
     )
 
 
@@ -111,7 +126,7 @@ def remote_engine(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser, common, settings = parse_worker_args(argv)
+    parser, common, settings, auth = parse_worker_args(argv)
     configure_logging("model_worker", common.log_level)
     if settings.seed is not None:
         import transformers
@@ -126,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         controller_address=common.controller_address,
         heart_beat_interval=settings.heart_beat_interval,
         register=settings.register_to_controller,
+        auth=auth,
+        max_body_bytes=settings.max_body_bytes,
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
 

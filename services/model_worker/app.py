@@ -5,6 +5,12 @@ The FastChat routes take ``GenerateParams`` and answer NUL-framed JSON snapshots
 token counts, context length and conversation template are there for the controller and clients.
 The engine's refusals become ``{"text", "error_code", "param"}`` with 400 (a bad parameter) or
 429 with ``Retry-After`` (queue full). The TGI routes live in ``tgi_api.py``.
+
+Every route but ``/health`` (and ``/metrics`` with PUBLIC_METRICS) needs a credential: the
+WORKER_TOKEN (the controller, the model pool) or a user's key (a client calling the worker
+directly); a refusal is a 401 in the route's own protocol. Request bodies are bounded
+(``max_body_bytes``, 413 beyond), and tokenising runs off the event loop, so health checks and
+heartbeats answer while a long prompt is counted.
 """
 
 from __future__ import annotations
@@ -19,14 +25,21 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
 from services.model_worker.engine import ServingEngine, new_request_id
 from services.model_worker.errors import EngineError, EngineOverloaded, InvalidRequest
 from services.model_worker.registration import ControllerLink
-from services.model_worker.tgi_api import install_tgi_api
+from services.model_worker.tgi_api import TGI_PATHS, install_tgi_api
+from services.model_worker.tgi_protocol import error_body
+from shared.auth import Credentials, bearer_header
+from shared.constants import ErrorCode
 from shared.contracts import REQUEST_ID_HEADER
+from shared.credential_guard import CredentialGuard, fastchat_refusal
 from shared.http_errors import error_response, install_error_handlers
+from shared.http_limits import DEFAULT_MAX_BODY_BYTES, BodyLimits
 from shared.schemas import CountTokenRequest, GenerateParams, WorkerStatus
+from shared.settings import AuthSettings
 from shared.worker_protocol import encode_chunk
 
 log = logging.getLogger(__name__)
@@ -49,19 +62,27 @@ def fastchat_error(exc: EngineError) -> JSONResponse:
     return error_response(500, exc.message, exc.code)
 
 
+def refusal_for(path: str, message: str, code: ErrorCode) -> dict:
+    """A 401's body in the protocol of the route asked for."""
+    if path in TGI_PATHS:
+        return error_body(message, "authentication")
+    return fastchat_refusal(path, message, code)
+
+
 def controller_lifespan(
     engine: ServingEngine,
     worker_address: str,
     controller_address: str,
     heart_beat_interval: float,
     register: bool,
+    worker_token: str = "",
 ) -> Lifespan:
-    """Register and heartbeat while the app runs (when ``register``); unregister and release
-    the engine on the way out."""
+    """Register and heartbeat while the app runs (when ``register``), with the worker token;
+    unregister and release the engine on the way out."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=bearer_header(worker_token)) as client:
             link = task = None
             if register:
                 link = ControllerLink(
@@ -118,7 +139,8 @@ def install_model_routes(app: FastAPI, engine: ServingEngine) -> None:
 
     @app.post("/count_token")
     async def count_token(body: CountTokenRequest) -> dict:
-        return {"count": engine.count_tokens(body.prompt), "error_code": 0}
+        count = await run_in_threadpool(engine.count_tokens, body.prompt)
+        return {"count": count, "error_code": 0}
 
     @app.post("/model_details")
     async def model_details() -> dict:
@@ -137,17 +159,40 @@ def install_model_routes(app: FastAPI, engine: ServingEngine) -> None:
         return {"status": "ok", **engine.status().model_dump()}
 
 
+def install_limits(app: FastAPI, auth: AuthSettings, max_body_bytes: int) -> None:
+    """The credential check first (an unknown caller's body is never read), then the size and
+    nesting limits on the body."""
+    app.add_middleware(BodyLimits, max_bytes=max_body_bytes)
+    open_paths = {"/health", "/metrics"} if auth.public_metrics else {"/health"}
+    app.add_middleware(
+        CredentialGuard,
+        credentials=Credentials.from_settings(auth),
+        open_paths=open_paths,
+        refusal=refusal_for,
+    )
+
+
 def create_app(
     engine: ServingEngine,
     worker_address: str,
     controller_address: str,
-    heart_beat_interval: float = 2.0,
+    heart_beat_interval: float = 1.0,
     register: bool = True,
+    auth: AuthSettings | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
+    """``auth``: who may call (None: AuthSettings from the environment)."""
+    auth = auth or AuthSettings()
     lifespan = controller_lifespan(
-        engine, worker_address, controller_address, heart_beat_interval, register
+        engine,
+        worker_address,
+        controller_address,
+        heart_beat_interval,
+        register,
+        auth.worker_token,
     )
     app = FastAPI(title="camel-chat model worker", lifespan=lifespan)
+    install_limits(app, auth, max_body_bytes)
     install_error_handlers(app)
 
     @app.exception_handler(EngineError)

@@ -99,16 +99,30 @@ class BatchScheduler:
         self._wake = threading.Event()
         self._stopping = False
         self._admitted = 0
+        self._preparing = 0
         self._admitted_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
         self._thread.start()
 
     # --- called from other threads -------------------------------------------------------
-    def submit(self, seq: Sequence) -> None:
+    def reserve(self) -> None:
+        """Count a request from now on, while its prompt is tokenised elsewhere; ``submit`` it
+        next, or ``unreserve`` it when it cannot be prepared."""
         with self._admitted_lock:
             self._admitted += 1
+            self._preparing += 1
+
+    def unreserve(self) -> None:
+        with self._admitted_lock:
+            self._admitted -= 1
+            self._preparing -= 1
+
+    def submit(self, seq: Sequence) -> None:
+        """Hand a reserved request to the scheduler thread."""
         seq.on_done = self._release
         self._incoming.append(seq)
+        with self._admitted_lock:
+            self._preparing -= 1
         self._wake.set()
 
     def _release(self) -> None:
@@ -124,8 +138,9 @@ class BatchScheduler:
         """
         return self._admitted
 
-    def cancel(self, seq: Sequence) -> None:
-        seq.cancelled.set()
+    def cancel(self, cancelled: threading.Event) -> None:
+        """Stop a request (``cancelled`` is its Sequence's flag) at its next token."""
+        cancelled.set()
         self._wake.set()
 
     @property
@@ -134,7 +149,7 @@ class BatchScheduler:
 
     @property
     def waiting(self) -> int:
-        return len(self._incoming) + len(self._waiting)
+        return self._preparing + len(self._incoming) + len(self._waiting)
 
     def stop(self) -> None:
         self._stopping = True

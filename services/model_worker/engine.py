@@ -4,9 +4,10 @@
 - ``sequential``: the original's way, each request decoded alone in its own thread, at most
   ``max_batch_size`` at once; kept as a fallback and as the benchmark's baseline.
 
-Both keep the event loop free (status calls and heartbeats answer while generating), bound the
-number of waiting requests (beyond it a request is refused at once with ``EngineOverloaded``, to be
-retried later), and stop a request's generation at its next token when its client goes away.
+Both keep the event loop free (status calls and heartbeats answer while generating, and while a
+long prompt is tokenised: that happens in a thread too), bound the number of waiting requests
+(beyond it a request is refused at once with ``EngineOverloaded``, to be retried later), and stop
+a request's generation at its next token when its client goes away.
 """
 
 from __future__ import annotations
@@ -205,35 +206,54 @@ class ModelEngine(ServingEngine):
         return self._scheduler.admitted if self._scheduler else self._running + self._waiting
 
     def _batched(self, params: GenerateParams, token_events: bool) -> AsyncIterator[dict[str, Any]]:
-        """Submit now, so the request counts against the limit before anyone else is admitted."""
+        """Count the request now, so it holds its place before anyone else is admitted; its
+        prompt is tokenised in a thread (a long one takes seconds), then it joins the batch."""
         assert self._scheduler is not None
+        self._scheduler.reserve()
+        loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        prepared = prepare_prompt(
-            self.loaded.tokenizer,
-            params.prompt,
-            self.context_len,
-            params.max_new_tokens,
-            params.truncate,
-        )
-        seq = Sequence(
-            params=params,
-            prompt_ids=prepared.input_ids,
-            sampler=Sampler(params, self.loaded.model.device),
-            decoder=SequenceDecoder(
+        cancelled = threading.Event()
+        emit = _emitter(loop, queue)
+        loop.run_in_executor(None, self._prepare, params, token_events, emit, cancelled)
+        return self._read_batched(cancelled, queue)
+
+    def _prepare(
+        self,
+        params: GenerateParams,
+        token_events: bool,
+        emit: Callable[[Any], None],
+        cancelled: threading.Event,
+    ) -> None:
+        """In a thread: tokenise the prompt and hand the request to the scheduler."""
+        assert self._scheduler is not None
+        try:
+            prepared = prepare_prompt(
+                self.loaded.tokenizer,
+                params.prompt,
+                self.context_len,
+                params.max_new_tokens,
+                params.truncate,
+            )
+            decoder = SequenceDecoder(
                 self.loaded.tokenizer,
                 params,
                 len(prepared.input_ids),
                 self.conversation.stop_token_ids,
                 self.stream_interval,
                 token_events,
-            ),
-            emit=_emitter(asyncio.get_running_loop(), queue),
-        )
+            )
+            sampler = Sampler(params, self.loaded.model.device)
+        except Exception as exc:  # reported to the client as an error chunk
+            log.exception("event=prepare_failed")
+            self._scheduler.unreserve()
+            emit(error_chunk_for(exc))
+            emit(END_OF_STREAM)
+            return
+        seq = Sequence(params, prepared.input_ids, sampler, decoder, emit, cancelled)
         self._scheduler.submit(seq)
-        return self._read_batched(seq, queue)
 
     async def _read_batched(
-        self, seq: Sequence, queue: asyncio.Queue
+        self, cancelled: threading.Event, queue: asyncio.Queue
     ) -> AsyncIterator[dict[str, Any]]:
         assert self._scheduler is not None
         ended = False
@@ -243,7 +263,7 @@ class ModelEngine(ServingEngine):
             ended = True
         finally:
             if not ended:
-                self._scheduler.cancel(seq)
+                self._scheduler.cancel(cancelled)
 
     def _run_sequential(
         self,

@@ -10,6 +10,7 @@ A local tokenizer (``--tokenizer-path``) supplies the template and token counts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -147,7 +148,7 @@ class RemoteEngine(ServingEngine):
     ) -> AsyncIterator[dict[str, Any]]:
         self._running += 1
         try:
-            prompt_tokens = self.count_tokens(params.prompt)
+            prompt_tokens = await asyncio.to_thread(self.count_tokens, params.prompt)
             forward = self._tgi if self.backend == "tgi" else self._openai
             async for chunk in forward(params, token_events, prompt_tokens):
                 yield chunk

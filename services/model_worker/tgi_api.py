@@ -1,7 +1,12 @@
 """TGI routes on every worker: ``POST /``, ``/generate``, ``/generate_stream``, ``/tokenize``,
 ``GET /info``. Errors use TGI's ``{"error", "error_type"}`` body and status codes: 422 for a bad
 request, 424 when generation fails, 429 ("Model is overloaded", with ``Retry-After``) when the
-engine's queue is full."""
+engine's queue is full.
+
+Tokenising (token counts, ``/tokenize``, prefill details) runs in a thread, never on the event
+loop. The routes read their bodies by hand, to answer in TGI's shape; their schemas are still
+documented in the OpenAPI document.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from services.model_worker.engine import ServingEngine, new_request_id
 from services.model_worker.errors import EngineError, EngineOverloaded
@@ -30,6 +37,35 @@ from shared.contracts import REQUEST_ID_HEADER
 from shared.schemas import GenerateParams
 
 VERSION = "0.1.0"
+TGI_PATHS = frozenset({"/", "/generate", "/generate_stream", "/tokenize", "/info"})
+
+
+class TokenizeRequest(BaseModel):
+    inputs: str
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` written in place, to stand in an OpenAPI
+    document (whose references point elsewhere)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body that the route parses itself."""
+    content = {"application/json": {"schema": inline_schema(model)}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _sse(data: dict[str, Any]) -> bytes:
@@ -63,6 +99,10 @@ class TGIRoutes:
             body = await request.json()
         except ValueError as exc:
             raise TGIValidationError(f"malformed JSON body ({exc})") from None
+        return await run_in_threadpool(self._parse, body, stream)
+
+    def _parse(self, body: Any, stream: bool | None) -> tuple[TGIRequest, GenerateParams]:
+        """Validate and count the input's tokens (in a thread: a long input takes a while)."""
         tgi = parse_request(body)
         input_tokens = len(self.tokenizer(tgi.inputs).input_ids) if tgi.inputs else 0
         is_stream = tgi.stream if stream is None else stream
@@ -107,7 +147,8 @@ class TGIRoutes:
             )
         p = tgi.parameters
         want_details = bool(p and (p.details or p.decoder_input_details))
-        prefill = self._prefill_tokens(params) if p and p.decoder_input_details else []
+        want_prefill = bool(p and p.decoder_input_details)
+        prefill = await run_in_threadpool(self._prefill_tokens, params) if want_prefill else []
         body = generate_response(events, want_details, params.seed, prefill)
         headers = self._compute_headers(tgi, events[-1]["usage"], started)
         return JSONResponse([body] if as_list else body, headers=headers)
@@ -166,11 +207,17 @@ class TGIRoutes:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             return validation_error("`inputs` must be a string")
+        content = await run_in_threadpool(self._tokens_json, inputs)
+        return Response(content, media_type="application/json")
+
+    def _tokens_json(self, inputs: str) -> bytes:
+        """The tokens of ``inputs`` with their spans, as JSON (built in a thread)."""
         encoding = self.tokenizer(inputs, return_offsets_mapping=True)
-        return [
+        tokens = [
             {"id": i, "text": inputs[start:stop], "start": start, "stop": stop}
             for i, (start, stop) in zip(encoding.input_ids, encoding.offset_mapping, strict=True)
         ]
+        return json.dumps(tokens, ensure_ascii=False, separators=(",", ":")).encode()
 
     def info(self) -> dict[str, Any]:
         engine = self.engine
@@ -195,19 +242,21 @@ class TGIRoutes:
 def install_tgi_api(app: FastAPI, engine: ServingEngine) -> None:
     routes = TGIRoutes(engine)
 
-    @app.post("/")
+    generate_body = json_body(TGIRequest)
+
+    @app.post("/", openapi_extra=generate_body)
     async def compat(request: Request) -> Any:
         return await routes.handle(request, None, as_list=True)
 
-    @app.post("/generate")
+    @app.post("/generate", openapi_extra=generate_body)
     async def generate(request: Request) -> Any:
         return await routes.handle(request, False, as_list=False)
 
-    @app.post("/generate_stream")
+    @app.post("/generate_stream", openapi_extra=generate_body)
     async def generate_stream(request: Request) -> Any:
         return await routes.handle(request, True, as_list=False)
 
-    @app.post("/tokenize")
+    @app.post("/tokenize", openapi_extra=json_body(TokenizeRequest))
     async def tokenize(request: Request) -> Any:
         return await routes.tokenize(request)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.schemas import GenerateParams
+from shared.schemas import MAX_SEED, GenerateParams
 
 MAX_STOP_SEQUENCES = 4
 MAX_BEST_OF = 1
@@ -76,7 +76,7 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("repetition_penalty", lambda v: v > 0, "must be strictly positive"),
     ("typical_p", lambda v: 0 < v < 1, "must be > 0.0 and < 1.0"),
     ("truncate", lambda v: v > 0, "must be strictly positive"),
-    ("seed", lambda v: v >= 0, "must be >= 0"),
+    ("seed", lambda v: 0 <= v <= MAX_SEED, f"must be >= 0 and <= {MAX_SEED}"),
 )
 
 
@@ -137,8 +137,8 @@ def to_generate_params(
     )
     seed = p.seed
     if sampling and seed is None:
-        seed = random.randrange(2**63)  # reported back in ``details.seed``, as TGI does
-    return GenerateParams(
+        seed = random.randrange(MAX_SEED + 1)  # reported back in ``details.seed``, as TGI does
+    fields = dict(
         prompt=request.inputs,
         temperature=(p.temperature if p.temperature is not None else 1.0) if sampling else 0.0,
         top_p=p.top_p if (sampling and p.top_p is not None) else 1.0,
@@ -150,6 +150,11 @@ def to_generate_params(
         seed=seed,
         truncate=p.truncate,
     )
+    try:
+        return GenerateParams(**fields)
+    except ValidationError as exc:  # a value TGI allows but this server cannot serve
+        first = exc.errors()[0]
+        raise TGIValidationError(f"`{first['loc'][0]}`: {first['msg']}") from None
 
 
 def token_of(event: dict[str, Any]) -> dict[str, Any]:

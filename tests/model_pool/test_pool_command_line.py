@@ -15,7 +15,7 @@ from tests.support import run_python, usage_error
 
 def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POOL_POLL_INTERVAL", "0.3")
-    common, settings = parse_pool_args(
+    common, settings, _ = parse_pool_args(
         ["--port-range", "9000-9009", "--max-models", "2", "--controller-address", "http://c:1"]
     )
     assert (settings.port_range, settings.max_models) == ("9000-9009", 2)
@@ -46,7 +46,7 @@ def test_the_worker_command_runs_the_worker_module_with_flags_it_accepts() -> No
     assert command[:3] == ["/usr/bin/python3", "-m", "services.model_worker"]
     assert command[-4:] == extra
 
-    _, common, settings = parse_worker_args(command[3:])
+    _, common, settings, _ = parse_worker_args(command[3:])
     assert (settings.model_path, settings.model_names) == ("/models/tiny-chat", "tiny-chat")
     assert (settings.host, settings.port) == ("0.0.0.0", 21105)
     assert settings.address == "http://pool-host:21105"

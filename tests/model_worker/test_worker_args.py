@@ -12,7 +12,7 @@ from tests.support import run_python, usage_error
 
 
 def test_fastchat_spellings_still_work() -> None:
-    _, common, settings = parse_worker_args(
+    _, common, settings, _ = parse_worker_args(
         [
             "--worker-address",
             "http://worker:9/",
@@ -33,17 +33,17 @@ def test_fastchat_spellings_still_work() -> None:
     assert common.controller_address == "http://controller:1"
     assert common.log_level == "DEBUG"
     assert (settings.load_8bit, settings.seed) == (True, 5)
-    _, _, canonical = parse_worker_args(["--limit-model-concurrency", "4"])
+    canonical = parse_worker_args(["--limit-model-concurrency", "4"]).settings
     assert canonical.limit_model_concurrency == 4
     assert canonical.register_to_controller is True
 
 
 def test_the_model_path_defaults_to_the_embedded_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORKER_MODEL_PATH", raising=False)
-    assert parse_worker_args([])[2].model_path == str(default_model_dir())
+    assert parse_worker_args([]).settings.model_path == str(default_model_dir())
     monkeypatch.setenv("WORKER_MODEL_PATH", "/models/from-env")
-    assert parse_worker_args([])[2].model_path == "/models/from-env"
-    assert parse_worker_args(["--model-path", "/x"])[2].model_path == "/x"
+    assert parse_worker_args([]).settings.model_path == "/models/from-env"
+    assert parse_worker_args(["--model-path", "/x"]).settings.model_path == "/x"
 
 
 def test_the_environment_sets_defaults_that_flags_override(
@@ -51,9 +51,9 @@ def test_the_environment_sets_defaults_that_flags_override(
 ) -> None:
     monkeypatch.setenv("WORKER_REGISTER_TO_CONTROLLER", "false")
     monkeypatch.setenv("WORKER_MAX_QUEUE", "7")
-    _, _, settings = parse_worker_args([])
+    settings = parse_worker_args([]).settings
     assert (settings.register_to_controller, settings.max_queue) == (False, 7)
-    _, _, settings = parse_worker_args(["--register-to-controller", "--max-queue", "8"])
+    settings = parse_worker_args(["--register-to-controller", "--max-queue", "8"]).settings
     assert (settings.register_to_controller, settings.max_queue) == (True, 8)
 
 
