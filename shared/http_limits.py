@@ -16,6 +16,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
@@ -25,6 +27,8 @@ DEFAULT_MAX_JSON_DEPTH = 64
 
 def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
     """Whether ``body`` nests arrays/objects deeper than ``max_depth`` (strings are skipped)."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False  # too few openings to nest that deep: no need to walk the bytes
     depth = 0
     in_string = escaped = False
     for byte in body:
@@ -104,7 +108,13 @@ class BodyLimits:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        if json_depth_exceeds(body, self.max_depth):
+        # A long walk off the event loop: health checks and heartbeats keep answering meanwhile.
+        too_deep = (
+            await anyio.to_thread.run_sync(json_depth_exceeds, body, self.max_depth)
+            if len(body) > 65536
+            else json_depth_exceeds(body, self.max_depth)
+        )
+        if too_deep:
             text = f"body: JSON nested deeper than {self.max_depth} levels"
             await self._refuse(send, 400, text, "body_too_deep")
             return
