@@ -202,6 +202,13 @@ def resolve_data_file(text: str, roots: AllowedRoots, datasets: Any) -> Path:
     return built
 
 
+def own_folder(path: Any, parent: str | Path) -> Path | None:
+    """``path`` resolved when it is one folder directly in ``parent`` (a job's or a dataset's
+    own folder, whatever its record says); else None."""
+    folder, root = _resolved(str(path)), _resolved(parent)
+    return folder if folder is not None and root is not None and folder.parent == root else None
+
+
 def safe_child(folder: Path, name: str) -> Path | None:
     """``folder/name`` when ``name`` is one plain path component (no ``/``, not ``..``)."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:

@@ -20,7 +20,14 @@ from shared.datasets import DatasetSpec, checked_source
 from shared.job_records import RecordStore
 from shared.jobs import Finished, JobFailed, JobRun, runner_identity
 from shared.jobs.service import runner_for, watch_orphans_when_ready
-from shared.paths import TOKENIZER_FOLDER, AllowedRoots, RefusedReference, UrlPolicy, check_loadable
+from shared.paths import (
+    TOKENIZER_FOLDER,
+    AllowedRoots,
+    RefusedReference,
+    UrlPolicy,
+    check_loadable,
+    own_folder,
+)
 from shared.settings import CommonSettings, default_model_dir, ingestor_settings
 from shared.stores import Stores
 
@@ -77,10 +84,11 @@ def checked_spec(spec: DatasetSpec, common: CommonSettings) -> DatasetSpec:
 
 def work_folder(record: dict[str, Any], common: CommonSettings) -> Path:
     """The dataset's own folder: one folder of DATASETS_DIR, whatever the record says."""
-    datasets_dir = Path(common.datasets_dir).expanduser().resolve()
-    folder = Path(str(record.get("path"))).expanduser().resolve()
-    if folder.parent != datasets_dir:
-        raise JobFailed(f"the dataset's folder {folder} is not a folder of DATASETS_DIR")
+    folder = own_folder(record.get("path"), common.datasets_dir)
+    if folder is None:
+        raise JobFailed(
+            f"the dataset's folder {record.get('path')} is not a folder of DATASETS_DIR"
+        )
     return folder
 
 

@@ -17,7 +17,13 @@ from shared.celery_app import TRAIN_JOB_TASK, make_celery, train_queue
 from shared.jobs import Finished, HandedOff, JobCancelled, JobFailed, JobRun, runner_identity
 from shared.jobs.service import runner_for, watch_orphans_when_ready
 from shared.merging import MergeRequest, record_merge, send_merge
-from shared.paths import AllowedRoots, RefusedReference, check_loadable, resolve_data_file
+from shared.paths import (
+    AllowedRoots,
+    RefusedReference,
+    check_loadable,
+    own_folder,
+    resolve_data_file,
+)
 from shared.settings import CommonSettings
 from shared.stores import Stores
 from shared.training import FineTuneRequest, job_event
@@ -71,10 +77,10 @@ def checked_request(ctx: JobContext, record: dict[str, Any]) -> FineTuneRequest:
 
 def output_folder(ctx: JobContext, record: dict[str, Any]) -> Path:
     """The job's own folder: one folder of JOBS_DIR, whatever the record says."""
-    jobs_dir = Path(ctx.common.jobs_dir).expanduser().resolve()
-    folder = Path(str(record.get("output_dir"))).expanduser().resolve()
-    if folder.parent != jobs_dir:
-        raise JobFailed(f"the job's folder {folder} is not a folder of JOBS_DIR", "invalid_file")
+    folder = own_folder(record.get("output_dir"), ctx.common.jobs_dir)
+    if folder is None:
+        message = f"the job's folder {record.get('output_dir')} is not a folder of JOBS_DIR"
+        raise JobFailed(message, "invalid_file")
     return folder
 
 

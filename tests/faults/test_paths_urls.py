@@ -8,15 +8,14 @@ followed by the ingestor, and a download over the size limit stops.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.ingestor.url_server import UrlServer
 from tests.support import TERMINAL, Stack, wait_record
 
 CONVERSATIONS = json.dumps(
@@ -29,49 +28,16 @@ CONVERSATIONS = json.dumps(
 ).encode()
 
 
-class Internal:
-    """The service an attacker wants reached: ``/secret``, ``/to?url=X`` (302 to X), ``/big``."""
-
-    def __init__(self) -> None:
-        self.hits: list[str] = []
-        hits = self.hits
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                hits.append(self.path)
-                if self.path.startswith("/to?url="):
-                    self.send_response(302)
-                    self.send_header("Location", self.path.split("=", 1)[1])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = b"x" * 100_000 if self.path == "/big" else CONVERSATIONS
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def internal() -> Iterator[Internal]:
-    server = Internal()
+def internal() -> Iterator[UrlServer]:
+    """The service an attacker wants reached (``/secret``), counting what it is asked."""
+    server = UrlServer(CONVERSATIONS)
     yield server
     server.close()
 
 
 def test_an_internal_url_is_refused_by_the_controller(
-    start_stack: Callable[..., Stack], internal: Internal
+    start_stack: Callable[..., Stack], internal: UrlServer
 ) -> None:
     stack = start_stack()  # the default allow-list: Hugging Face hosts only
     for url in (
@@ -88,13 +54,13 @@ def test_an_internal_url_is_refused_by_the_controller(
 
 
 def test_the_ingestor_follows_no_redirect_to_an_unlisted_host_and_stops_at_the_size_limit(
-    start_stack: Callable[..., Stack], internal: Internal, tiny_model_dir: Path
+    start_stack: Callable[..., Stack], internal: UrlServer, tiny_model_dir: Path
 ) -> None:
     stack = start_stack(
         {"INGEST_URL_ALLOWED_HOSTS": "127.0.0.1", "INGEST_MAX_DOWNLOAD_BYTES": "50000"}
     )
     stack.start("ingestor")
-    base = f"http://127.0.0.1:{internal.port}"
+    base = internal.base
     sources = [
         f"{base}/to?url=http://localhost:{internal.port}/secret",
         f"{base}/big",

@@ -4,10 +4,7 @@ on 127.0.0.1 plays both the allowed host and the internal one; ``resolve`` stand
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,60 +13,16 @@ import pytest
 from services.ingestor.files import fetch
 from services.ingestor.files.fetch import DownloadRefused, UrlFetch, download_url
 from shared.paths import RefusedReference, UrlPolicy, UrlTarget
+from tests.ingestor.url_server import UrlServer
 
 BODY = b'[{"id": "a"}]'
 
 
-@dataclass
-class Server:
-    base: str
-    port: int
-    hits: list[str] = field(default_factory=list)
-
-
 @pytest.fixture
-def server() -> Iterator[Server]:
-    """``/data.json``; ``/to?url=X`` redirects to X; ``/loop`` to itself; ``/big`` declares a
-    large Content-Length; ``/endless`` streams without one."""
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            if self.path.startswith("/to?url="):
-                self._redirect(self.path.split("=", 1)[1])
-            elif self.path == "/loop":
-                self._redirect("/loop")
-            elif self.path == "/big":
-                self.send_response(200)
-                self.send_header("Content-Length", str(10**12))
-                self.end_headers()
-            elif self.path == "/endless":
-                self.send_response(200)
-                self.end_headers()
-                for _ in range(64):
-                    self.wfile.write(b"x" * 1024)
-            else:
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(BODY)))
-                self.end_headers()
-                self.wfile.write(BODY)
-
-        def _redirect(self, location: str) -> None:
-            self.send_response(302)
-            self.send_header("Location", location)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    port = httpd.server_address[1]
-    yield Server(f"http://127.0.0.1:{port}", port, hits)
-    httpd.shutdown()
-    httpd.server_close()
+def server() -> Iterator[UrlServer]:
+    running = UrlServer(BODY)
+    yield running
+    running.close()
 
 
 def fake_dns(names: dict[str, str]):
@@ -81,14 +34,14 @@ def fake_dns(names: dict[str, str]):
     return resolve
 
 
-def test_an_allow_listed_loopback_host_is_fetched(server: Server, tmp_path: Path) -> None:
+def test_an_allow_listed_loopback_host_is_fetched(server: UrlServer, tmp_path: Path) -> None:
     local = UrlFetch(UrlPolicy.parse("127.0.0.1"))
     target = download_url(f"{server.base}/data.json", tmp_path / "d.json", local)
     assert target.read_bytes() == BODY
 
 
 def test_the_default_policy_refuses_loopback_and_other_schemes(
-    server: Server, tmp_path: Path
+    server: UrlServer, tmp_path: Path
 ) -> None:
     default = UrlFetch(UrlPolicy.parse("huggingface.co,*.huggingface.co,hf.co,*.hf.co"))
     for url in (f"{server.base}/data.json", "file:///etc/passwd", "ftp://huggingface.co/x"):
@@ -98,7 +51,9 @@ def test_the_default_policy_refuses_loopback_and_other_schemes(
     assert not (tmp_path / "d.json").exists() and not (tmp_path / "d.json.part").exists()
 
 
-def test_a_redirect_to_a_host_off_the_list_is_not_followed(server: Server, tmp_path: Path) -> None:
+def test_a_redirect_to_a_host_off_the_list_is_not_followed(
+    server: UrlServer, tmp_path: Path
+) -> None:
     local = UrlFetch(UrlPolicy.parse("127.0.0.1"))
     url = f"{server.base}/to?url=http://localhost:{server.port}/secret"
     with pytest.raises(DownloadRefused, match="host 'localhost' is not in"):
@@ -107,7 +62,7 @@ def test_a_redirect_to_a_host_off_the_list_is_not_followed(server: Server, tmp_p
 
 
 def test_a_redirect_to_a_name_resolving_to_a_private_address_is_not_followed(
-    server: Server, tmp_path: Path
+    server: UrlServer, tmp_path: Path
 ) -> None:
     policy = UrlPolicy.parse("127.0.0.1,*.example.org")
     dns = fake_dns({"127.0.0.1": "127.0.0.1", "internal.example.org": "10.1.2.3"})
@@ -117,7 +72,7 @@ def test_a_redirect_to_a_name_resolving_to_a_private_address_is_not_followed(
     assert len(server.hits) == 1
 
 
-def test_redirects_are_bounded(server: Server, tmp_path: Path) -> None:
+def test_redirects_are_bounded(server: UrlServer, tmp_path: Path) -> None:
     local = UrlFetch(UrlPolicy.parse("127.0.0.1"), max_redirects=3)
     with pytest.raises(DownloadRefused, match="more than 3 redirects"):
         download_url(f"{server.base}/loop", tmp_path / "d.json", local)
@@ -126,7 +81,7 @@ def test_redirects_are_bounded(server: Server, tmp_path: Path) -> None:
     assert ok.read_bytes() == BODY
 
 
-def test_downloads_stop_at_the_size_limit(server: Server, tmp_path: Path) -> None:
+def test_downloads_stop_at_the_size_limit(server: UrlServer, tmp_path: Path) -> None:
     small = UrlFetch(UrlPolicy.parse("127.0.0.1"), max_bytes=4096)
     with pytest.raises(DownloadRefused, match="over the limit of 4096"):
         download_url(f"{server.base}/big", tmp_path / "big", small)
