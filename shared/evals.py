@@ -15,7 +15,7 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.paths import AllowedRoots, RefusedReference, looks_like_path
+from shared.paths import AllowedRoots, RefusedReference, written_as_path
 from shared.paths import resolve_model as resolve_model_reference
 from shared.redis_keys import RedisKeys
 
@@ -168,7 +168,7 @@ def resolve_model(model: str, roots: AllowedRoots) -> str:
     try:
         return resolve_model_reference(model, roots)
     except RefusedReference as exc:
-        if "/" in model or looks_like_path(model):
+        if "/" in model or written_as_path(model):
             raise
         raise RefusedReference(
             f"{exc}; a model known only to a remote worker cannot be evaluated"

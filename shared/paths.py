@@ -74,7 +74,7 @@ TOKENIZER_FOLDER = FolderKind(
 )
 
 
-def looks_like_path(text: str) -> bool:
+def written_as_path(text: str) -> bool:
     """Written as a path (absolute, or starting with ``~`` or ``.``), whatever exists."""
     return text.startswith(_PATH_STARTS)
 
@@ -159,7 +159,7 @@ def resolve_model(
     ``MODELS_DIR/<name>``; ``org/name`` is a Hub id when ``hub_ids`` allows one.
     """
     relative_inside = "/" in text and (found := roots.inside(text)) is not None and found.is_dir()
-    if looks_like_path(text) or relative_inside:
+    if written_as_path(text) or relative_inside:
         return str(model_folder(text, roots, kind))
     if "/" not in text:
         published = roots.inside(roots.models_dir / text)
@@ -175,7 +175,7 @@ def resolve_model(
 def check_loadable(reference: str, roots: AllowedRoots, kind: FolderKind = MODEL_FOLDER) -> str:
     """At run time: a recorded model reference is a Hub id (``org/name``, or a bare name) that
     names no folder here, or a folder under the roots holding ``kind``'s files."""
-    if not looks_like_path(reference) and (HUB_ID.match(reference) or "/" not in reference):
+    if not written_as_path(reference) and (HUB_ID.match(reference) or "/" not in reference):
         local = _resolved(reference)
         if local is None or not local.exists():
             return reference

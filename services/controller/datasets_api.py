@@ -33,6 +33,7 @@ from shared.paths import (
     RefusedReference,
     UrlPolicy,
     resolve_model,
+    written_as_path,
 )
 from shared.settings import ingestor_settings
 
@@ -75,7 +76,7 @@ def check_tokenizer(tokenizer: str, roots: AllowedRoots) -> tuple[list[Problem],
     try:
         return [], resolve_model(tokenizer, roots, kind=TOKENIZER_FOLDER)
     except RefusedReference as exc:
-        hub_name = "/" not in tokenizer and not tokenizer.startswith((".", "~"))
+        hub_name = "/" not in tokenizer and not written_as_path(tokenizer)  # "gpt2"
         return ([], tokenizer) if hub_name else ([("tokenizer", str(exc))], tokenizer)
 
 
