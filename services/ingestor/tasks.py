@@ -71,7 +71,8 @@ def checked_spec(spec: DatasetSpec, common: CommonSettings) -> DatasetSpec:
     sources = []
     for i, source in enumerate(spec.sources):
         try:
-            sources.append(checked_source(source, roots, urls))
+            # A host that does not resolve now is the fetch's failure to report (quarantined).
+            sources.append(checked_source(source, roots, urls, unresolved_ok=True))
         except RefusedReference as exc:
             raise JobFailed(str(exc), "invalid_sources", f"sources[{i}]") from None
     tokenizer = spec.tokenizer
