@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.paths import AllowedRoots, RefusedReference, written_as_path
+from shared.paths import resolve_model as resolve_model_reference
 from shared.redis_keys import RedisKeys
 
 EVAL_KIND = "eval"
@@ -102,7 +103,9 @@ class EvalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(
-        min_length=1, description="a model folder, a name under MODELS_DIR, or a Hub id"
+        min_length=1,
+        description="a model folder under the allowed folders, a name under MODELS_DIR, or a "
+        "Hub id",
     )
     tasks: Literal["leaderboard"] | list[str] = LEADERBOARD
     # One count for every task, or per task; tasks not named keep the set's (or task's) default.
@@ -111,7 +114,8 @@ class EvalRequest(BaseModel):
     batch_size: int = Field(1, ge=1, le=512)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    # A folder with local copies of datasets (<dir>/<hub dataset id>) and extra task YAMLs.
+    # A folder with local copies of datasets (<dir>/<hub dataset id>) and extra task YAMLs,
+    # under the allowed folders (MODELS_DIR, DATASETS_DIR, JOBS_DIR, IMPORT_DIR).
     data_dir: str | None = None
 
     @field_validator("tasks")
@@ -154,26 +158,28 @@ class EvalRequest(BaseModel):
         return [(name, overrides.get(name, shots)) for name, shots in base]
 
 
-def resolve_model(model: str, models_dir: Path) -> str:
-    """A model folder, or ``MODELS_DIR/<name>``, or a Hub id (``org/name``) left to the harness.
+def resolve_model(model: str, roots: AllowedRoots) -> str:
+    """A model folder under the allowed folders, a name under MODELS_DIR, or a Hub id
+    (``org/name``) left to the harness (``shared.paths.resolve_model``).
 
     A name that a model worker serves is evaluated from its folder under MODELS_DIR: the
     harness needs the weights' log-likelihoods, which the worker API does not expose.
     """
-    path = Path(model).expanduser()
-    if model.startswith((".", "/", "~")) or path.is_dir():
-        if not (path / "config.json").exists():
-            raise ValueError(f"{model!r} is not a model folder (no config.json)")
-        return str(path.resolve())
-    served = models_dir / model
-    if (served / "config.json").exists():
-        return str(served.resolve())
-    if model.count("/") == 1:
-        return model
-    raise ValueError(
-        f"{model!r} is neither a model folder, nor a model under MODELS_DIR ({models_dir}), "
-        "nor a Hub id; a model known only to a remote worker cannot be evaluated"
-    )
+    try:
+        return resolve_model_reference(model, roots)
+    except RefusedReference as exc:
+        if "/" in model or written_as_path(model):
+            raise
+        raise RefusedReference(
+            f"{exc}; a model known only to a remote worker cannot be evaluated"
+        ) from None
+
+
+def resolve_data_dir(data_dir: str | None, roots: AllowedRoots) -> str | None:
+    """A request's folder of task data: a folder under the allowed folders."""
+    if not data_dir:
+        return None
+    return str(roots.existing(data_dir, "folder"))
 
 
 def new_eval_id() -> str:

@@ -3,8 +3,9 @@ merger service.
 
 A merge folds a LoRA adapter into its base model and publishes the result as
 ``MODELS_DIR/<name>``, a plain model folder that serving loads like any other. The controller
-(``POST /v1/merges``) and the trainer (a job with ``merge: true``) both call ``queue_merge``.
-Pure data: no torch here.
+(``POST /v1/merges``) and the trainer (a job with ``merge: true``) both record merges here. Only
+the trainer's hand-off links a merge to the fine-tuning job it finishes (``record_merge``'s
+``job_id``): a client cannot name a job for its merge to change. Pure data: no torch here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.celery_app import MERGE_QUEUE, MERGE_TASK
 
@@ -43,9 +44,22 @@ class MergeRequest(BaseModel):
     )
     name: str | None = Field(None, description="publish as MODELS_DIR/<name>; default: derived")
     dtype: MergeDtype = "auto"
-    overwrite: bool = False
+    overwrite: bool = Field(
+        False,
+        description="replace a published model of that name; refused unless the deployment "
+        "allows it (MODELS_ALLOW_OVERWRITE), and never for the default model",
+    )
     max_shard_size: str = "5GB"
-    job_id: str | None = Field(None, description="the fine-tuning job this merge finishes")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_job_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "job_id" in data:
+            raise ValueError(
+                "job_id is not a request field: only a fine-tuning job with merge: true links "
+                "its merge to itself"
+            )
+        return data
 
     @field_validator("name")
     @classmethod
@@ -63,13 +77,6 @@ class MergeRequest(BaseModel):
         if not SHARD_SIZE_PATTERN.match(size.strip()):
             raise ValueError(f"{size!r} is not a size such as '5GB', '500MB' or '2GiB'")
         return size.strip()
-
-    @field_validator("job_id")
-    @classmethod
-    def _valid_job_id(cls, job_id: str | None) -> str | None:
-        if job_id is not None and not job_id.startswith(JOB_ID_PREFIX):
-            raise ValueError(f"{job_id!r} is not a fine-tuning job id ({JOB_ID_PREFIX}...)")
-        return job_id
 
     @property
     def adapter_job_id(self) -> str | None:
@@ -102,7 +109,9 @@ def new_merge_id() -> str:
     return f"merge-{uuid.uuid4().hex[:20]}"
 
 
-def new_merge_record(merge_id: str, request: MergeRequest, name: str) -> dict[str, Any]:
+def new_merge_record(
+    merge_id: str, request: MergeRequest, name: str, job_id: str | None = None
+) -> dict[str, Any]:
     return {
         "id": merge_id,
         "object": "merge",
@@ -114,7 +123,7 @@ def new_merge_record(merge_id: str, request: MergeRequest, name: str) -> dict[st
         "dtype": request.dtype,
         "overwrite": request.overwrite,
         "max_shard_size": request.max_shard_size,
-        "job_id": request.job_id,
+        "job_id": job_id,
         # Filled by the merger: the folder it published, its check of the merged weights.
         "output_dir": None,
         "verification": None,
@@ -128,18 +137,21 @@ def new_merge_record(merge_id: str, request: MergeRequest, name: str) -> dict[st
     }
 
 
-def record_merge(store: Any, request: MergeRequest, *, jobs: Any = None) -> dict[str, Any]:
+def record_merge(
+    store: Any, request: MergeRequest, *, jobs: Any = None, job_id: str | None = None
+) -> dict[str, Any]:
     """Record the merge (status ``queued``) without sending it yet.
 
     ``store`` is the merges ``RecordStore``; ``jobs`` (the fine-tuning jobs store), when given,
-    names the merged model after the job it comes from if the request names none.
+    names the merged model after the job it comes from if the request names none. ``job_id``:
+    the fine-tuning job this merge finishes (the trainer's hand-off only).
     """
     name = request.name
     if name is None:
-        job_id = request.adapter_job_id or request.job_id
-        job = jobs.get(job_id) if jobs is not None and job_id else None
+        named_by = request.adapter_job_id or job_id
+        job = jobs.get(named_by) if jobs is not None and named_by else None
         name = default_merge_name(request, job)
-    record = new_merge_record(new_merge_id(), request, name)
+    record = new_merge_record(new_merge_id(), request, name, job_id)
     store.create(record)
     return record
 

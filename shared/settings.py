@@ -45,6 +45,16 @@ class CommonSettings(_Section):
     jobs_dir: Path = Field(
         REPO_ROOT / "checkpoints", description="fine-tuning jobs' checkpoints and results"
     )
+    import_dir: Path = Field(
+        REPO_ROOT / "imports",
+        description="where operators put users' files to ingest or train on; a request may name "
+        "server paths only under MODELS_DIR, DATASETS_DIR, JOBS_DIR and this folder",
+    )
+    models_allow_overwrite: bool = Field(
+        False,
+        description="let a merge replace a published model (overwrite: true); the default "
+        "model is never replaced",
+    )
     job_lease_seconds: float = Field(
         12.0,
         gt=0,
@@ -333,6 +343,23 @@ class IngestorSettings(_Section):
     )
     seed: int = Field(0, description="seed of the shuffle and of the generated record ids")
     http_timeout: float = Field(60.0, description="seconds to wait on a URL download")
+    url_allowed_hosts: str = Field(
+        "huggingface.co,*.huggingface.co,hf.co,*.hf.co",
+        description="comma-separated hosts URL sources are fetched from ('*.example.org': its "
+        "subdomains); a host resolving to a private, loopback, link-local, multicast or reserved "
+        "address is fetched only when listed by its exact name",
+    )
+    max_download_bytes: int = Field(
+        20 * 1024**3, gt=0, description="largest URL download, in bytes; a bigger one is refused"
+    )
+    max_redirects: int = Field(5, ge=0, description="redirects followed by a URL download")
+    upload_max_file_bytes: int = Field(
+        2 * 1024**3, gt=0, description="largest file uploaded to POST /v1/datasets, in bytes"
+    )
+    upload_max_total_bytes: int = Field(
+        4 * 1024**3, gt=0, description="most bytes of files uploaded in one POST /v1/datasets"
+    )
+    upload_max_files: int = Field(64, gt=0, description="most files uploaded in one request")
 
 
 @lru_cache

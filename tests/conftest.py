@@ -30,6 +30,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ALLOW_UNAUTHENTICATED", "true")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_files_are_importable(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Requests may name server paths only under the allowed folders (``shared/paths.py``); the
+    files tests make live under pytest's temporary folder, which the processes they start take as
+    their IMPORT_DIR (a test that checks the roots sets its own)."""
+    os.environ["IMPORT_DIR"] = str(tmp_path_factory.getbasetemp())
+
+
 def _answers(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())

@@ -3,31 +3,42 @@
 The controller validates and records the request, then queues ``ingest.build_dataset`` for the
 ingestor service; progress and the manifest are read back from the shared record in Redis. The
 body is a JSON ``DatasetSpec``, or a multipart form with the same fields (``sources`` as a JSON
-list or comma-separated) plus uploaded ``file``s, saved into the dataset's folder as sources.
+list or comma-separated) plus uploaded ``file``s, checked while they stream in and saved into the
+dataset's ``uploads/`` only once the whole request is valid (``dataset_uploads.py``).
+
+A local source is a file or folder under the allowed folders, a URL one the ingestor's URL policy
+allows (``shared/paths.py``); the ingestor checks both again when it builds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from starlette.datastructures import FormData, UploadFile
 
+from services.controller.dataset_uploads import StagedUploads, UploadLimits, read_form
 from services.controller.field_errors import InvalidFields, Problem, raise_if, validated
 from services.controller.records import Backend
 from services.controller.records_api import RecordAPI, add_record_routes
 from shared.celery_app import BUILD_DATASET_TASK, INGEST_QUEUE
-from shared.contracts import looks_like_path
-from shared.datasets import DATASET_SOURCE_KEYS, DatasetSpec, new_dataset_id, new_dataset_record
+from shared.datasets import DatasetSpec, checked_source, new_dataset_id, new_dataset_record
+from shared.paths import (
+    TOKENIZER_FOLDER,
+    AllowedRoots,
+    RefusedReference,
+    UrlPolicy,
+    resolve_model,
+    written_as_path,
+)
+from shared.settings import ingestor_settings
 
 log = logging.getLogger(__name__)
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _FORM_FIELDS = ("tokenizer", "max_length", "keep_lang", "skip_lang", "reduce_rep", "seed")
 
 
@@ -36,43 +47,54 @@ class NewDataset:
     id: str
     folder: Path
     spec: DatasetSpec
+    uploads: StagedUploads | None = None
 
 
-def check_sources(sources: list[str]) -> list[Problem]:
-    """Each source must be a known Hub key, an http(s) URL or a path that exists here."""
-    known = ", ".join(DATASET_SOURCE_KEYS)
-    return [
-        (
-            f"sources[{i}]",
-            f"{source!r} is neither a known dataset ({known}, all), "
-            "an http(s) URL, nor an existing path",
-        )
-        for i, source in enumerate(sources)
-        if source not in DATASET_SOURCE_KEYS
-        and not source.startswith(("http://", "https://"))
-        and not Path(source).expanduser().exists()
-    ]
+def check_sources(
+    sources: list[str], roots: AllowedRoots, urls: UrlPolicy, uploaded: list[str]
+) -> tuple[list[Problem], list[str]]:
+    """Each source is a known Hub key, an allowed URL, a file or folder under the roots, or one
+    of this request's uploads; returns the problems and the sources with their paths resolved."""
+    problems: list[Problem] = []
+    checked: list[str] = []
+    for i, source in enumerate(sources):
+        if source in uploaded:
+            checked.append(source)
+            continue
+        try:
+            checked.append(checked_source(source, roots, urls, unresolved_ok=True))
+        except RefusedReference as exc:
+            problems.append((f"sources[{i}]", str(exc)))
+    return problems, checked
 
 
-def check_tokenizer(tokenizer: str) -> list[Problem]:
-    """A tokenizer given as a path must be a folder holding one (a Hub id is checked later)."""
-    if not tokenizer or not looks_like_path(tokenizer):
-        return []
-    path = Path(tokenizer).expanduser()
-    if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
-        return []
-    return [("tokenizer", f"{tokenizer!r} is not a folder holding a tokenizer")]
+def check_tokenizer(tokenizer: str, roots: AllowedRoots) -> tuple[list[Problem], str]:
+    """A tokenizer folder under the roots, a model's name under MODELS_DIR, or else a Hub id
+    (checked by the ingestor when it loads it)."""
+    if not tokenizer:
+        return [], tokenizer
+    try:
+        return [], resolve_model(tokenizer, roots, kind=TOKENIZER_FOLDER)
+    except RefusedReference as exc:
+        hub_name = "/" not in tokenizer and not written_as_path(tokenizer)  # "gpt2"
+        return ([], tokenizer) if hub_name else ([("tokenizer", str(exc))], tokenizer)
 
 
 async def read_request(request: Request, backend: Backend) -> NewDataset:
-    """JSON body, or multipart form fields plus uploaded files (saved into the dataset)."""
+    """JSON body, or multipart form fields plus uploaded files (staged until ``create``)."""
     dataset_id = new_dataset_id()
     folder = backend.common.datasets_dir / dataset_id
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        data = await _read_form(await request.form(), folder)
-    else:
-        data = await _read_json(request)
-    return NewDataset(dataset_id, folder, validated(DatasetSpec, data))
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return NewDataset(dataset_id, folder, validated(DatasetSpec, await _read_json(request)))
+    uploads = StagedUploads(folder)
+    try:
+        limits = UploadLimits.from_settings(ingestor_settings())
+        fields = await read_form(dict(request.headers), request.stream(), uploads, limits)
+        data = _form_data(fields, uploads.paths())
+        return NewDataset(dataset_id, folder, validated(DatasetSpec, data), uploads)
+    except BaseException:
+        uploads.discard()
+        raise
 
 
 async def _read_json(request: Request) -> Any:
@@ -85,10 +107,9 @@ async def _read_json(request: Request) -> Any:
     return data
 
 
-async def _read_form(form: FormData, folder: Path) -> dict[str, Any]:
+def _form_data(form: dict[str, str], uploaded: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = {f: v for f in _FORM_FIELDS if (v := form.get(f)) not in (None, "")}
-    raw = form.get("sources") or ""
-    raw = raw.strip() if isinstance(raw, str) else ""
+    raw = (form.get("sources") or "").strip()
     sources: list[str] = []
     if raw.startswith("["):
         try:
@@ -97,29 +118,38 @@ async def _read_form(form: FormData, folder: Path) -> dict[str, Any]:
             raise InvalidFields([("sources", "not a JSON list")]) from None
     elif raw:
         sources = [s.strip() for s in raw.split(",") if s.strip()]
-    for upload in form.getlist("file"):
-        if isinstance(upload, UploadFile):
-            sources.append(await _save_upload(upload, folder / "uploads"))
-    data["sources"] = sources
+    data["sources"] = sources + uploaded if isinstance(sources, list) else sources
     return data
 
 
-async def _save_upload(upload: UploadFile, folder: Path) -> str:
-    name = _SAFE_NAME.sub("_", Path(upload.filename or "upload").name) or "upload"
-    target = folder / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as out:
-        while chunk := await upload.read(1 << 20):
-            out.write(chunk)
-    return str(target)
-
-
 def create_dataset(backend: Backend, new: NewDataset) -> dict[str, Any]:
-    raise_if(check_sources(new.spec.sources) + check_tokenizer(new.spec.tokenizer))
-    record = new_dataset_record(new.id, new.spec, str(new.folder)).model_dump()
+    """Check the sources and tokenizer, then put the uploads in place and record the build;
+    a refused request leaves nothing on disk."""
+    uploaded = new.uploads.paths() if new.uploads else []
+    try:
+        roots = AllowedRoots.of(backend.common)
+        urls = UrlPolicy.parse(ingestor_settings().url_allowed_hosts)
+        problems, sources = check_sources(new.spec.sources, roots, urls, uploaded)
+        tokenizer_problems, tokenizer = check_tokenizer(new.spec.tokenizer, roots)
+        raise_if(problems + tokenizer_problems)
+        spec = new.spec.model_copy(update={"sources": sources, "tokenizer": tokenizer})
+        if new.uploads:
+            new.uploads.commit()
+        return _record(backend, new.id, spec, new.folder)
+    except BaseException:
+        if new.uploads and new.uploads.files:
+            shutil.rmtree(new.folder, ignore_errors=True)
+        raise
+    finally:
+        if new.uploads:
+            new.uploads.discard()
+
+
+def _record(backend: Backend, dataset_id: str, spec: DatasetSpec, folder: Path) -> dict[str, Any]:
+    record = new_dataset_record(dataset_id, spec, str(folder)).model_dump()
     backend.stores.datasets.create(record)
-    backend.celery.send_task(BUILD_DATASET_TASK, args=[new.id], queue=INGEST_QUEUE)
-    log.info("event=dataset_queued id=%s sources=%s", new.id, new.spec.sources)
+    backend.celery.send_task(BUILD_DATASET_TASK, args=[dataset_id], queue=INGEST_QUEUE)
+    log.info("event=dataset_queued id=%s sources=%s", dataset_id, spec.sources)
     return record
 
 

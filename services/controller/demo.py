@@ -7,7 +7,9 @@ model pool -> chat with it through the controller. Each stage prints its progres
 
 from __future__ import annotations
 
+import io
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,12 +67,23 @@ def _wait(
         time.sleep(1.0)
 
 
+def _archive(folder: Path) -> tuple[str, bytes]:
+    """``folder`` as ``<name>.tar.gz``: the controller takes uploads, not paths of this machine
+    (a request may name server paths only under the stack's allowed folders)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return f"{folder.name}.tar.gz", buffer.getvalue()
+
+
 def ingest(client: httpx.Client, sources: list[Path], tokenizer: str, say: Say) -> str:
     say(f"[1/5] ingesting {', '.join(str(s) for s in sources)}")
+    files = [("file", _archive(folder)) for folder in sources]
     created = _check(
         client.post(
             "/v1/datasets",
-            json={"sources": [str(s) for s in sources], "tokenizer": tokenizer, "max_length": 512},
+            files=files,
+            data={"sources": "[]", "tokenizer": tokenizer, "max_length": "512"},
         ),
         "creating the dataset",
     )

@@ -5,7 +5,9 @@ in a new model worker that registers itself, so the model shows up in ``/list_mo
 ``/v1/models`` and the web chat without restarting anything.
 
 A name resolves to a folder in this order: the request's ``path``; ``MODELS_DIR/<name>`` (where
-merges publish); the result of the fine-tuning job whose ``fine_tuned_model`` is that name.
+merges publish); the result of the fine-tuning job whose ``fine_tuned_model`` is that name. The
+folder must lie under the allowed folders (MODELS_DIR, DATASETS_DIR, JOBS_DIR, IMPORT_DIR, with
+symlinks and ``..`` resolved): a name never points at a path elsewhere on the server.
 Routes are plain ``def`` so Redis calls run in FastAPI's thread pool.
 """
 
@@ -31,6 +33,7 @@ from shared.deployments import (
     new_deployment_record,
 )
 from shared.job_records import RecordStore
+from shared.paths import AllowedRoots, RefusedReference
 
 log = logging.getLogger(__name__)
 
@@ -78,33 +81,39 @@ def _servable(folder: Path, param: str) -> str:
     raise _bad(param, f"{folder} is not a model folder (no config.json)")
 
 
-def _job_result(jobs: RecordStore, name: str) -> Path | None:
+def _job_result(jobs: RecordStore, name: str) -> str | None:
     records, _ = jobs.list(limit=10_000)
     for job in records:
         if job.get("fine_tuned_model") == name and job.get("status") == "succeeded":
             folder = job.get("merged_model_dir") or job.get("result_dir")
             if folder:
-                return Path(folder)
+                return str(folder)
     return None
 
 
+def _allowed_folder(roots: AllowedRoots, folder: str, param: str) -> Path:
+    try:
+        return roots.existing(folder, "folder", "model folder")
+    except RefusedReference as exc:
+        raise _bad(param, str(exc)) from None
+
+
 def resolve_model_path(backend: Backend, name: str, path: str | None) -> str:
+    """The folder to serve, under the allowed folders (``shared/paths.py``) whichever way it
+    was found."""
+    roots = AllowedRoots.of(backend.common)
     if path is not None:
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise _bad("path", f"{path!r} is not a folder")
-        return _servable(folder.resolve(), "path")
+        return _servable(_allowed_folder(roots, path, "path"), "path")
     published = Path(backend.common.models_dir) / name
     if published.is_dir():
-        return _servable(published, "name")
+        return _servable(_allowed_folder(roots, str(published), "name"), "name")
     from_job = _job_result(backend.stores.jobs, name)
     if from_job is not None:
-        return _servable(from_job, "name")
+        return _servable(_allowed_folder(roots, from_job, "name"), "name")
     raise OpenAIError(
         404,
-        f"No model named {name!r}: it is neither in the models folder "
-        f"({backend.common.models_dir}) nor the result of a finished fine-tuning job; "
-        "pass its folder as 'path'.",
+        f"No model named {name!r}: it is neither in the models folder (MODELS_DIR) nor the "
+        "result of a finished fine-tuning job; pass its folder as 'path'.",
         param="name",
         code="model_not_found",
     )

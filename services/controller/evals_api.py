@@ -9,7 +9,6 @@ A running evaluation stops before its next task when cancelled.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -18,23 +17,38 @@ from services.controller.field_errors import Problem, raise_if
 from services.controller.records import Backend
 from services.controller.records_api import RecordAPI, add_record_routes, backend_of
 from shared.celery_app import EVAL_QUEUE, EVAL_RUN_TASK
-from shared.evals import EvalRequest, new_eval_id, new_eval_record, resolve_model, side_by_side
+from shared.evals import (
+    EvalRequest,
+    new_eval_id,
+    new_eval_record,
+    resolve_data_dir,
+    resolve_model,
+    side_by_side,
+)
+from shared.paths import AllowedRoots, RefusedReference
 
 log = logging.getLogger(__name__)
 
 
-def _check_data_dir(req: EvalRequest) -> list[Problem]:
-    if req.data_dir and not Path(req.data_dir).expanduser().is_dir():
-        return [("data_dir", f"{req.data_dir!r} is not a folder")]
-    return []
+def check_request(req: EvalRequest, roots: AllowedRoots) -> tuple[list[Problem], EvalRequest, str]:
+    """Problems with the model and the data folder; the request with its data folder resolved;
+    the model's folder (or Hub id)."""
+    problems: list[Problem] = []
+    model_path = req.model
+    try:
+        model_path = resolve_model(req.model, roots)
+    except RefusedReference as exc:
+        problems.append(("model", str(exc)))
+    data_dir = req.data_dir
+    try:
+        data_dir = resolve_data_dir(req.data_dir, roots)
+    except RefusedReference as exc:
+        problems.append(("data_dir", str(exc)))
+    return problems, req.model_copy(update={"data_dir": data_dir}), model_path
 
 
 def create_eval(backend: Backend, req: EvalRequest) -> dict[str, Any]:
-    problems = _check_data_dir(req)
-    try:
-        model_path = resolve_model(req.model, backend.common.models_dir)
-    except ValueError as exc:
-        problems.insert(0, ("model", str(exc)))
+    problems, req, model_path = check_request(req, AllowedRoots.of(backend.common))
     raise_if(problems)
     eval_id = new_eval_id()
     record = new_eval_record(eval_id, req, model_path)

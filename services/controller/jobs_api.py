@@ -8,7 +8,6 @@ record, its events and checkpoints.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -25,8 +24,14 @@ from services.controller.records import (
 )
 from services.controller.records_api import RecordAPI, add_record_routes, backend_of
 from shared.celery_app import TRAIN_JOB_TASK, train_queue
-from shared.contracts import looks_like_path
 from shared.job_records import RecordStore
+from shared.paths import (
+    AllowedRoots,
+    RefusedReference,
+    is_dataset_id,
+    resolve_data_file,
+    resolve_model,
+)
 from shared.training import (
     FineTuneRequest,
     job_event,
@@ -53,35 +58,28 @@ class FineTuningJobRequest(FineTuneRequest):
             raise ValueError(f"preset: {exc.args[0]}") from None
 
 
-def _check_model(model: str) -> list[Problem]:
-    if looks_like_path(model):
-        if not (Path(model).expanduser() / "config.json").exists():
-            return [("model", f"{model!r} is not a model folder (no config.json)")]
-    elif "/" not in model:
-        return [("model", f"{model!r} is neither a local folder nor a Hub id")]
-    return []
-
-
-def _check_file(field: str, name: str, datasets: RecordStore) -> list[Problem]:
-    if not name.startswith("ds-"):
-        if Path(name).expanduser().is_file():
-            return []
-        return [(field, f"{name!r} is neither a dataset id nor an existing file")]
-    dataset = datasets.get(name)
-    if dataset is None:
-        return [(field, f"unknown dataset {name!r}")]
-    if dataset["status"] != "succeeded":
-        return [(field, f"dataset {name} is not ready (status {dataset['status']})")]
-    return []
-
-
-def check_request(req: FineTuneRequest, datasets: RecordStore) -> list[Problem]:
-    """What a job needs that only this deployment can tell: model, files, context."""
-    problems = _check_model(req.model)
+def check_request(
+    req: FineTuneRequest, datasets: RecordStore, roots: AllowedRoots
+) -> tuple[list[Problem], FineTuneRequest]:
+    """What a job needs that only this deployment can tell: model, files, context. Returns the
+    problems and the request with its paths resolved (dataset ids and Hub ids as sent)."""
+    problems: list[Problem] = []
+    update: dict[str, Any] = {}
+    try:
+        update["model"] = resolve_model(req.model, roots)
+    except RefusedReference as exc:
+        problems.append(("model", str(exc)))
     for field in ("training_file", "validation_file"):
-        if (name := getattr(req, field)) is not None:
-            problems += _check_file(field, name, datasets)
-    context = model_context_length(req.model) if looks_like_path(req.model) else None
+        name = getattr(req, field)
+        if name is None:
+            continue
+        try:
+            found = resolve_data_file(name, roots, datasets)
+            update[field] = name if is_dataset_id(name) else str(found)
+        except RefusedReference as exc:
+            problems.append((field, str(exc)))
+    model = update.get("model", "")
+    context = model_context_length(model) if model.startswith("/") else None
     if context is not None and req.hyperparameters.max_length > context:
         problems.append(
             (
@@ -89,12 +87,13 @@ def check_request(req: FineTuneRequest, datasets: RecordStore) -> list[Problem]:
                 f"{req.hyperparameters.max_length} is beyond the model's context of {context}",
             )
         )
-    return problems
+    return problems, req.model_copy(update=update)
 
 
 def create_job(backend: Backend, req: FineTuningJobRequest) -> dict[str, Any]:
     stores = backend.stores
-    raise_if(check_request(req, stores.datasets))
+    problems, req = check_request(req, stores.datasets, AllowedRoots.of(backend.common))
+    raise_if(problems)
     job_id = new_job_id()
     record = new_job_record(job_id, req, str(backend.common.jobs_dir / job_id))
     record["status"] = "queued"

@@ -17,6 +17,7 @@ from services.evaluator.results import format_table
 from shared.cli import SettingsParser
 from shared.evals import LEADERBOARD, EvalRequest, resolve_model
 from shared.logging_setup import configure_logging
+from shared.paths import AllowedRoots
 from shared.settings import CommonSettings, EvaluatorSettings
 
 
@@ -50,6 +51,14 @@ def _parser() -> SettingsParser:
     return cli
 
 
+def _model_path(model: str, common: CommonSettings) -> str:
+    """The operator's own command: any model folder; else a name under MODELS_DIR or a Hub id."""
+    folder = Path(model).expanduser()
+    if (folder / "config.json").is_file():
+        return str(folder.resolve())
+    return resolve_model(model, AllowedRoots.of(common))
+
+
 def main(argv: list[str] | None = None) -> int:
     cli = _parser()
     args = cli.parse(argv)
@@ -66,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             data_dir=settings.data_dir or None,
         )
-        model_path = resolve_model(request.model, common.models_dir)
+        model_path = _model_path(request.model, common)
     except (ValidationError, ValueError) as exc:
         cli.parser.error(str(exc))
     plan = EvalPlan.from_request(request, model_path, settings)

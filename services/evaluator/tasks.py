@@ -14,9 +14,10 @@ from typing import Any
 
 from services.evaluator.harness import EvalError, EvalPlan, run_plan
 from shared.celery_app import EVAL_QUEUE, EVAL_RUN_TASK, make_celery
-from shared.evals import EvalRequest
+from shared.evals import EvalRequest, resolve_data_dir
 from shared.jobs import Finished, JobFailed, JobRun, runner_identity
 from shared.jobs.service import runner_for, watch_orphans_when_ready
+from shared.paths import AllowedRoots, RefusedReference, check_loadable, safe_child
 from shared.settings import CommonSettings, EvaluatorSettings
 from shared.stores import Stores
 
@@ -34,11 +35,22 @@ class EvalContext:
         self.evals = stores.evals
         self.board = stores.eval_results
         self.settings = settings
+        self.roots = AllowedRoots.of(common)
 
 
-def plan_for(record: dict[str, Any], settings: EvaluatorSettings) -> EvalPlan:
+def plan_for(record: dict[str, Any], settings: EvaluatorSettings, roots: AllowedRoots) -> EvalPlan:
+    """The record's plan; whoever wrote the record, the model is a Hub id or a folder under the
+    allowed folders, and so is the request's data folder (JobFailed otherwise)."""
     request = EvalRequest.model_validate(record["request"])
-    plan = EvalPlan.from_request(request, record["model_path"], settings)
+    try:
+        model_path = check_loadable(str(record["model_path"]), roots)
+    except RefusedReference as exc:
+        raise JobFailed(f"model: {exc}", "invalid_model", "model") from None
+    try:
+        request.data_dir = resolve_data_dir(request.data_dir, roots)
+    except RefusedReference as exc:
+        raise JobFailed(f"data_dir: {exc}", "invalid_data_dir", "data_dir") from None
+    plan = EvalPlan.from_request(request, model_path, settings)
     plan.tasks = [(t["task"], t["num_fewshot"]) for t in record["tasks"]]
     return plan
 
@@ -57,10 +69,12 @@ def evaluate(run: JobRun, ctx: EvalContext) -> Finished:
         )
 
     try:
-        table, raw = run_plan(plan_for(record, ctx.settings), progress)
+        table, raw = run_plan(plan_for(record, ctx.settings, ctx.roots), progress)
     except EvalError as exc:
         raise JobFailed(str(exc), "eval_failed") from exc
-    output = ctx.settings.output_dir / f"{run.id}.json"
+    output = safe_child(ctx.settings.output_dir, f"{run.id}.json")
+    if output is None:
+        raise JobFailed(f"{run.id!r} cannot name a results file")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(raw, indent=2, default=str))
     finished = int(time.time())

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from services.ingestor.files.fetch import UrlFetch
 from services.ingestor.files.quarantine import RejectedLog
 from services.ingestor.manifest import (
     MANIFEST_FILE,
@@ -196,12 +197,12 @@ def _download(
     sources: list[Source], hub_dir: Path, sources_dir: Path, build: DatasetBuild
 ) -> list[FetchedSource]:
     """Hub datasets into the shared ``hub_dir``, the rest into the run's ``sources_dir``."""
-    timeout = ingestor_settings().http_timeout
+    fetch = UrlFetch.from_settings(ingestor_settings())
     fetched = []
     build.clock.notify("download", 0, len(sources))
     for done, source in enumerate(sources, 1):
         folder = hub_dir if source.kind == "hub" else sources_dir
-        item = fetch_source(source, folder, build.rejected, timeout)
+        item = fetch_source(source, folder, build.rejected, fetch)
         build.reports[source.name].stages["download"] = item.counts
         build.reports[source.name].unsafe_archive_members = item.unsafe_members
         fetched.append(item)

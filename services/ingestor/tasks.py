@@ -2,6 +2,9 @@
 
 The task is a thin wrapper around ``build_dataset``, a plain function the tests call directly;
 the claim, lease, cancel and redelivery rules are the shared job runner's (``shared/jobs``).
+Whoever wrote the record, the build reads local sources and tokenizers only under the allowed
+folders, fetches URLs only as the URL policy allows, and writes only into a folder of
+DATASETS_DIR (``shared/paths.py``).
 """
 
 from __future__ import annotations
@@ -13,11 +16,19 @@ from typing import Any
 
 from services.ingestor.pipeline import IngestError, IngestSpec, run_pipeline
 from shared.celery_app import BUILD_DATASET_TASK, INGEST_QUEUE, make_celery
-from shared.datasets import DatasetSpec
+from shared.datasets import DatasetSpec, checked_source
 from shared.job_records import RecordStore
 from shared.jobs import Finished, JobFailed, JobRun, runner_identity
 from shared.jobs.service import runner_for, watch_orphans_when_ready
-from shared.settings import CommonSettings, default_model_dir
+from shared.paths import (
+    TOKENIZER_FOLDER,
+    AllowedRoots,
+    RefusedReference,
+    UrlPolicy,
+    check_loadable,
+    own_folder,
+)
+from shared.settings import CommonSettings, default_model_dir, ingestor_settings
 from shared.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -52,13 +63,44 @@ def ingest_spec(spec: DatasetSpec) -> IngestSpec:
     return IngestSpec(tokenizer_path=tokenizer, **spec.model_dump(exclude={"tokenizer"}))
 
 
-def build(run: JobRun) -> Finished:
+def checked_spec(spec: DatasetSpec, common: CommonSettings) -> DatasetSpec:
+    """The spec with every local source and the tokenizer resolved under the allowed folders,
+    and every URL allowed by the policy; JobFailed naming the first field that is not."""
+    roots = AllowedRoots.of(common)
+    urls = UrlPolicy.parse(ingestor_settings().url_allowed_hosts)
+    sources = []
+    for i, source in enumerate(spec.sources):
+        try:
+            # A host that does not resolve now is the fetch's failure to report (quarantined).
+            sources.append(checked_source(source, roots, urls, unresolved_ok=True))
+        except RefusedReference as exc:
+            raise JobFailed(str(exc), "invalid_sources", f"sources[{i}]") from None
+    tokenizer = spec.tokenizer
+    try:
+        tokenizer = tokenizer and check_loadable(tokenizer, roots, TOKENIZER_FOLDER)
+    except RefusedReference as exc:
+        raise JobFailed(str(exc), "invalid_tokenizer", "tokenizer") from None
+    return spec.model_copy(update={"sources": sources, "tokenizer": tokenizer})
+
+
+def work_folder(record: dict[str, Any], common: CommonSettings) -> Path:
+    """The dataset's own folder: one folder of DATASETS_DIR, whatever the record says."""
+    folder = own_folder(record.get("path"), common.datasets_dir)
+    if folder is None:
+        raise JobFailed(
+            f"the dataset's folder {record.get('path')} is not a folder of DATASETS_DIR"
+        )
+    return folder
+
+
+def build(run: JobRun, common: CommonSettings) -> Finished:
     """The ingestor's work: run the pipeline into the dataset's folder (from the start again
     when taken over from a runner that died)."""
-    spec = DatasetSpec.model_validate(run.record["spec"])
+    spec = checked_spec(DatasetSpec.model_validate(run.record["spec"]), common)
+    folder = work_folder(run.record, common)
     log.info("event=dataset_build_started id=%s sources=%s", run.id, spec.sources)
     try:
-        manifest = run_pipeline(ingest_spec(spec), Path(run.record["path"]), ProgressReporter(run))
+        manifest = run_pipeline(ingest_spec(spec), folder, ProgressReporter(run))
     except ValueError as exc:
         raise JobFailed(str(exc), "invalid_sources", "sources") from exc
     except IngestError as exc:
@@ -72,7 +114,7 @@ def build_dataset(
     """Run one dataset build recorded under ``dataset_id``; the record tells how it ended."""
     common = common or CommonSettings()
     runner = runner_for(store, owner or runner_identity("ingestor"), common, label="Dataset build")
-    return runner.run(dataset_id, build)
+    return runner.run(dataset_id, lambda run: build(run, common))
 
 
 def dataset_store(common: CommonSettings | None = None) -> RecordStore:

@@ -9,6 +9,10 @@ published.
 A merge that finishes a fine-tuning job (the trainer's ``merge: true``) finishes that job too:
 the job succeeds once its merged model is published, under the merged model's name. Only the
 merge the job itself handed its adapter to (the job's ``merge_id``) may change the job.
+
+Whoever wrote the record, a merge reads its base and adapter only under the allowed folders
+(``shared/paths.py``), publishes only ``MODELS_DIR/<name>``, never replaces the default model, and
+replaces a published one only where MODELS_ALLOW_OVERWRITE allows it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ from shared.jobs import (
     runner_identity,
 )
 from shared.jobs.service import runner_for, watch_orphans_when_ready
-from shared.settings import CommonSettings
+from shared.merging import JOB_ID_PREFIX, MODEL_NAME_PATTERN
+from shared.paths import (
+    ADAPTER_FOLDER,
+    AllowedRoots,
+    RefusedReference,
+    check_loadable,
+    model_folder,
+)
+from shared.settings import DEFAULT_MODEL_NAME, CommonSettings
 from shared.stores import Stores
 from shared.training import job_event
 
@@ -48,6 +60,7 @@ class MergeContext:
         self.jobs = stores.jobs
         self.job_events = stores.job_events
         self.models_dir = Path(common.models_dir)
+        self.roots = AllowedRoots.of(common)
 
 
 class JobNotifier:
@@ -99,17 +112,41 @@ class JobNotifier:
 
 
 def resolve_adapter(ctx: MergeContext, adapter: str) -> str:
-    """A fine-tuning job id becomes the folder its result is in; a path stays a path."""
-    from shared.merging import JOB_ID_PREFIX
+    """A fine-tuning job id becomes the folder its result is in; either way the adapter must be
+    a folder under the allowed folders holding one."""
+    if adapter.startswith(JOB_ID_PREFIX):
+        job = ctx.jobs.get(adapter)
+        if job is None:
+            raise MergeError(f"fine-tuning job {adapter} not found")
+        if not job.get("result_dir"):
+            raise MergeError(
+                f"fine-tuning job {adapter} has no result yet (status {job['status']})"
+            )
+        adapter = str(job["result_dir"])
+    try:
+        return str(model_folder(adapter, ctx.roots, ADAPTER_FOLDER))
+    except RefusedReference as exc:
+        raise MergeError(f"adapter: {exc}") from None
 
-    if not adapter.startswith(JOB_ID_PREFIX):
-        return adapter
-    job = ctx.jobs.get(adapter)
-    if job is None:
-        raise MergeError(f"fine-tuning job {adapter} not found")
-    if not job.get("result_dir"):
-        raise MergeError(f"fine-tuning job {adapter} has no result yet (status {job['status']})")
-    return str(job["result_dir"])
+
+def checked_inputs(ctx: MergeContext, record: dict[str, Any]) -> tuple[str, Path]:
+    """The base model to load (a Hub id or a folder under the allowed folders) and the folder to
+    publish: ``MODELS_DIR/<name>``, never the default model, replacing a published model only
+    where the deployment allows it. Whoever wrote the record."""
+    name = str(record.get("name"))
+    if not MODEL_NAME_PATTERN.match(name):
+        raise MergeError(f"name: {name!r} is not a valid model name")
+    if name == DEFAULT_MODEL_NAME:
+        raise MergeError(f"name: {name!r} is the default model, which a merge never replaces")
+    if record.get("overwrite") and not ctx.common.models_allow_overwrite:
+        raise MergeError(
+            "overwrite: replacing a published model is turned off (MODELS_ALLOW_OVERWRITE)"
+        )
+    try:
+        base = check_loadable(str(record.get("base_model")), ctx.roots)
+    except RefusedReference as exc:
+        raise MergeError(f"base_model: {exc}") from None
+    return base, ctx.models_dir / name
 
 
 def _result_fields(result: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +163,10 @@ def merge_job(run: JobRun, ctx: MergeContext, job: JobNotifier) -> Finished:
     from services.merger.merge import MergeOptions, merge_lora, published_result
 
     record = run.record
-    target = ctx.models_dir / record["name"]
+    try:
+        base, target = checked_inputs(ctx, record)
+    except MergeError as exc:
+        raise JobFailed(exc.message, "invalid_merge") from exc
     if run.resumed and (done := published_result(target, run.id)):
         # The previous runner published, then died before reporting.
         return Finished(_result_fields({**done, "duration_s": None}))
@@ -145,9 +185,7 @@ def merge_job(run: JobRun, ctx: MergeContext, job: JobNotifier) -> Finished:
             max_shard_size=record["max_shard_size"],
             merge_id=run.id,
         )
-        result = merge_lora(
-            record["base_model"], adapter, target, options, on_progress, run.should_stop
-        )
+        result = merge_lora(base, adapter, target, options, on_progress, run.should_stop)
     except MergeCancelled as exc:
         raise JobCancelled from exc
     except MergeError as exc:

@@ -17,6 +17,13 @@ from shared.celery_app import TRAIN_JOB_TASK, make_celery, train_queue
 from shared.jobs import Finished, HandedOff, JobCancelled, JobFailed, JobRun, runner_identity
 from shared.jobs.service import runner_for, watch_orphans_when_ready
 from shared.merging import MergeRequest, record_merge, send_merge
+from shared.paths import (
+    AllowedRoots,
+    RefusedReference,
+    check_loadable,
+    own_folder,
+    resolve_data_file,
+)
 from shared.settings import CommonSettings
 from shared.stores import Stores
 from shared.training import FineTuneRequest, job_event
@@ -44,13 +51,37 @@ class JobContext:
 
 
 def resolve_file(ctx: JobContext, name: str | None) -> str | None:
-    """A dataset id becomes its built ``dataset.jsonl``; a path stays a path."""
-    if name is None or not name.startswith("ds-"):
-        return name
-    dataset = ctx.datasets.get(name)
-    if dataset is None or dataset["status"] != "succeeded":
-        raise FileNotFoundError(f"dataset {name} is not available")
-    return str(Path(dataset["path"]) / "dataset.jsonl")
+    """A dataset id becomes its built ``dataset.jsonl``; a path must be a file under the allowed
+    folders (``shared/paths.py``), whoever wrote the record."""
+    if name is None:
+        return None
+    return str(resolve_data_file(name, AllowedRoots.of(ctx.common), ctx.datasets))
+
+
+def checked_request(ctx: JobContext, record: dict[str, Any]) -> FineTuneRequest:
+    """The recorded request with its files resolved and its model checked: a Hub id or a folder
+    under the allowed folders. JobFailed naming the field otherwise."""
+    request = FineTuneRequest.model_validate(record["request"])
+    roots = AllowedRoots.of(ctx.common)
+    update: dict[str, Any] = {}
+    for field in ("model", "training_file", "validation_file"):
+        try:
+            if field == "model":
+                update[field] = check_loadable(request.model, roots)
+            else:
+                update[field] = resolve_file(ctx, getattr(request, field))
+        except RefusedReference as exc:
+            raise JobFailed(f"{field}: {exc}", "invalid_file", field) from None
+    return request.model_copy(update=update)
+
+
+def output_folder(ctx: JobContext, record: dict[str, Any]) -> Path:
+    """The job's own folder: one folder of JOBS_DIR, whatever the record says."""
+    folder = own_folder(record.get("output_dir"), ctx.common.jobs_dir)
+    if folder is None:
+        message = f"the job's folder {record.get('output_dir')} is not a folder of JOBS_DIR"
+        raise JobFailed(message, "invalid_file")
+    return folder
 
 
 class EventSink:
@@ -116,15 +147,9 @@ def train_job(run: JobRun, ctx: JobContext) -> Finished | HandedOff:
     from services.trainer.job import TrainingError
 
     record = run.record
+    request = checked_request(ctx, record)
     try:
-        request = FineTuneRequest.model_validate(record["request"])
-        request = request.model_copy(
-            update={
-                "training_file": resolve_file(ctx, request.training_file),
-                "validation_file": resolve_file(ctx, request.validation_file),
-            }
-        )
-        result = _train(request, Path(record["output_dir"]), EventSink(ctx, run), run)
+        result = _train(request, output_folder(ctx, record), EventSink(ctx, run), run)
     except (TrainingError, FileNotFoundError, ValueError) as exc:
         raise JobFailed(str(exc), "training_failed") from exc
     if result.get("status") == "cancelled":
@@ -151,8 +176,9 @@ def _hand_to_merger(
     ``fine_tuned_model`` naming the merged model (``<base>-<suffix or id>``)."""
     merge = record_merge(
         ctx.merges,
-        MergeRequest(base_model=request.model, adapter=outcome["result_dir"], job_id=record["id"]),
+        MergeRequest(base_model=request.model, adapter=outcome["result_dir"]),
         jobs=ctx.jobs,
+        job_id=record["id"],
     )
     ctx.message(
         record["id"], f"Training finished; merging the adapter into the base model ({merge['id']})."

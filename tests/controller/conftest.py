@@ -4,6 +4,7 @@ tmp_path, the Redis stores it writes (to set up or look at records), and a small
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,11 +21,13 @@ CONVERSATION = {
 
 @pytest.fixture
 def folders(tmp_path: Path) -> dict[str, str]:
-    """The controller's data folders, as environment variables."""
+    """The controller's data folders, as environment variables (IMPORT_DIR: pytest's temporary
+    folder, which holds the test's files and the tiny models)."""
     return {
         "DATASETS_DIR": str(tmp_path / "datasets"),
         "JOBS_DIR": str(tmp_path / "jobs"),
         "MODELS_DIR": str(tmp_path / "models"),
+        "IMPORT_DIR": os.environ["IMPORT_DIR"],
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -192,3 +193,36 @@ def test_a_job_whose_merge_never_started_is_cancelled_with_it(
     assert stores.merges.get("merge-2")["status"] == "cancelled"
     events = httpx.get(f"{api}/v1/fine_tuning/jobs/{job['id']}/events").json()["data"]
     assert events[0]["message"].startswith("Merge cancelled")
+
+
+def test_files_and_models_outside_the_allowed_folders_are_refused(
+    api: str, body: Callable[..., dict], conv_file: Path
+) -> None:
+    """A training file climbing out with ../ to /etc/passwd, an existing file outside the roots
+    and a missing one: the same answer, which tells nothing of what exists there."""
+    climbing = str(conv_file.parent / ("../" * 12) / "etc" / "passwd")
+    answers = []
+    for name in (climbing, "/etc/passwd", "/etc/no-such-file"):
+        for field in ("training_file", "validation_file"):
+            response = httpx.post(f"{api}/v1/fine_tuning/jobs", json=body(**{field: name}))
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["param"] == field
+            answers.append(error["message"].replace(repr(name), "<file>").replace(field, "<f>"))
+    assert len(set(answers)) == 1, answers
+    assert answers[0].endswith(
+        "is not a file under an allowed folder (MODELS_DIR, DATASETS_DIR, JOBS_DIR, IMPORT_DIR)"
+    )
+    for model in ("/etc", "/usr/lib/no-such-model", "../" * 12 + "etc"):
+        error = httpx.post(f"{api}/v1/fine_tuning/jobs", json=body(model=model)).json()["error"]
+        assert error["param"] == "model" and "under an allowed folder" in error["message"]
+
+
+def test_models_are_folders_names_under_models_dir_or_hub_ids(
+    api: str, body: Callable[..., dict], folders: dict, tiny_model_dir: Path
+) -> None:
+    published = Path(folders["MODELS_DIR"]) / "tiny"
+    shutil.copytree(tiny_model_dir, published)
+    assert create(api, body(model="tiny"))["model"] == str(published.resolve())
+    hub = create(api, body(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
+    assert hub["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -11,6 +11,7 @@ import pytest
 
 from services.evaluator import tasks
 from services.evaluator.tasks import EvalContext, run_eval
+from shared.evals import EvalRequest, new_eval_record
 from shared.settings import CommonSettings, EvaluatorSettings
 
 
@@ -63,3 +64,32 @@ def test_a_running_evaluation_stops_before_its_next_task(
     monkeypatch.setattr(tasks, "run_plan", fake_plan)
     assert run_eval(record["id"], ctx)["status"] == "cancelled"
     assert evaluated == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("model_path", "data_dir", "param"),
+    [
+        ("/etc", None, "model"),
+        ("tiny", "/etc", "data_dir"),
+        ("tiny", "../../../../etc", "data_dir"),
+    ],
+)
+def test_a_record_written_by_anyone_is_evaluated_only_from_allowed_folders(
+    ctx: EvalContext,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    model_path: str,
+    data_dir: str | None,
+    param: str,
+) -> None:
+    model = str(tiny_model_dir) if model_path == "tiny" else model_path
+    request = EvalRequest(model=model, tasks=["a"], data_dir=data_dir)
+    ctx.evals.create(new_eval_record("eval-x", request, model))
+
+    def no_run(plan: Any, progress: Callable[[dict], None]) -> tuple[dict, dict]:
+        raise AssertionError("evaluated from a folder outside the allowed folders")
+
+    monkeypatch.setattr(tasks, "run_plan", no_run)
+    failed = run_eval("eval-x", ctx)
+    assert failed["status"] == "failed" and failed["error"]["param"] == param
+    assert "under an allowed folder" in failed["error"]["message"]

@@ -76,6 +76,9 @@ BAD_REQUESTS = [
     ({"model": "tiny-llama", "num_fewshot": -2}, "num_fewshot"),
     ({"model": "tiny-llama", "tasks": ["a"], "num_fewshot": {"b": 1}}, "num_fewshot"),
     ({"model": "tiny-llama", "data_dir": "/no/such/folder"}, "data_dir"),
+    ({"model": "tiny-llama", "data_dir": "/etc"}, "data_dir"),
+    ({"model": "/etc"}, "model"),
+    ({"model": "../../../../../../../etc"}, "model"),
     ({"model": "tiny-llama", "colour": "red"}, "colour"),
 ]
 

@@ -8,6 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from shared.evals import LEADERBOARD_TASKS, EvalRequest, resolve_model
+from shared.paths import AllowedRoots
+from shared.settings import CommonSettings
 
 
 def test_the_leaderboard_set_has_the_originals_tasks_and_shots() -> None:
@@ -44,15 +46,38 @@ def test_bad_requests_are_refused(body: dict, text: str) -> None:
         EvalRequest.model_validate(body)
 
 
+def roots_in(folder: Path) -> AllowedRoots:
+    names = ("models_dir", "datasets_dir", "jobs_dir", "import_dir")
+    return AllowedRoots.of(CommonSettings(**{name: folder / name for name in names}))
+
+
 def test_models_resolve_to_folders_or_hub_ids(tmp_path: Path) -> None:
-    served = tmp_path / "models" / "camel-7b"
+    served = tmp_path / "models_dir" / "camel-7b"
     served.mkdir(parents=True)
     (served / "config.json").write_text("{}")
-    models_dir = tmp_path / "models"
-    assert resolve_model(str(served), models_dir) == str(served.resolve())
-    assert resolve_model("camel-7b", models_dir) == str(served.resolve())
-    assert resolve_model("camel-ai/CAMEL-13B-Combined-Data", models_dir).startswith("camel-ai/")
+    roots = roots_in(tmp_path)
+    assert resolve_model(str(served), roots) == str(served.resolve())
+    assert resolve_model("camel-7b", roots) == str(served.resolve())
+    assert resolve_model("camel-ai/CAMEL-13B-Combined-Data", roots).startswith("camel-ai/")
+    (tmp_path / "import_dir" / "empty").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"no config\.json"):
-        resolve_model(str(tmp_path), models_dir)
+        resolve_model(str(tmp_path / "import_dir" / "empty"), roots)
     with pytest.raises(ValueError, match="cannot be evaluated"):
-        resolve_model("served-only-by-a-worker", models_dir)
+        resolve_model("served-only-by-a-worker", roots)
+
+
+def test_a_model_outside_the_allowed_folders_reads_as_a_missing_one(tmp_path: Path) -> None:
+    """The same answer for a folder that exists outside the roots and one that exists nowhere."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    roots = roots_in(tmp_path)
+    answers = []
+    for folder in (outside, tmp_path / "nowhere", tmp_path / "models_dir" / ".." / "elsewhere"):
+        with pytest.raises(ValueError) as refused:
+            resolve_model(str(folder), roots)
+        answers.append(str(refused.value).replace(str(folder), "<path>"))
+    assert len(set(answers)) == 1
+    assert answers[0].endswith(
+        "under an allowed folder (MODELS_DIR, DATASETS_DIR, JOBS_DIR, IMPORT_DIR)"
+    )

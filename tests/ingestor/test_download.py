@@ -16,11 +16,13 @@ import pytest
 
 from services.ingestor.commands import convert, download, merge
 from services.ingestor.files import fetch
+from services.ingestor.files.fetch import UrlFetch
 from services.ingestor.files.quarantine import RejectedLog
 from services.ingestor.pipeline import IngestSpec, run_pipeline
 from services.ingestor.sources import resolve_sources
 from services.ingestor.stages.download import fetch_source
 from shared.datasets import DATASET_SOURCE_KEYS
+from shared.paths import UrlPolicy
 from tests.ingestor import builders as b
 from tests.support import REPO_ROOT
 
@@ -149,8 +151,9 @@ def test_url_sources_are_downloaded_and_extracted(
     b.science_zip(root / "physics.zip", [b.science_record(i) for i in range(3)])
     sources = resolve_sources([f"{base}/physics.zip", f"{base}/missing.json"])
     folder = tmp_path / "d"
+    local = UrlFetch(UrlPolicy.parse("127.0.0.1"))  # the test server is on loopback
     with RejectedLog(folder / "rejected.jsonl") as rejected:
-        good, missing = (fetch_source(s, folder, rejected) for s in sources)
+        good, missing = (fetch_source(s, folder, rejected, local) for s in sources)
     assert good.roots == [folder / "physics" / "physics"]
     assert len(list(good.roots[0].glob("*.json"))) == 3
     assert missing.counts.dropped == {"download_failed": 1}

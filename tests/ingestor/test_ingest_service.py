@@ -8,6 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.ingestor.tasks import build_dataset, dataset_store
+from shared.datasets import DatasetSpec, new_dataset_record
+from shared.settings import CommonSettings
 from tests.ingestor.builders import alpaca_parquet, alpaca_rows, camel_chat_record, camel_chat_tar
 from tests.support import Stack, wait_record
 
@@ -76,3 +79,44 @@ def test_a_bad_source_fails_the_dataset_with_a_reason(
     assert record["error"]["message"]
     rejected = (Path(record["path"]) / "rejected.jsonl").read_text()
     assert "corrupt_archive" in rejected
+
+
+@pytest.mark.parametrize(
+    ("spec", "param"),
+    [
+        ({"sources": ["/etc/passwd"]}, "sources[0]"),
+        ({"sources": ["alpaca", "../../../../../../../etc"]}, "sources[1]"),
+        ({"sources": ["http://127.0.0.1:9/x.json"]}, "sources[0]"),
+        ({"sources": ["alpaca"], "tokenizer": "/etc"}, "tokenizer"),
+    ],
+)
+def test_a_record_written_by_anyone_cannot_make_the_ingestor_read_outside_the_roots(
+    redis_url: str, redis_prefix: str, tmp_path: Path, spec: dict, param: str
+) -> None:
+    """The ingestor checks the record itself, whoever wrote it (the controller checks too)."""
+    common = CommonSettings(
+        redis_url=redis_url,
+        redis_key_prefix=redis_prefix,
+        datasets_dir=tmp_path / "datasets",
+        import_dir=tmp_path / "imports",
+    )
+    store = dataset_store(common)
+    record = new_dataset_record("ds-forged", DatasetSpec(**spec), str(tmp_path / "datasets" / "x"))
+    store.create(record.model_dump())
+    failed = build_dataset("ds-forged", store, common)
+    assert failed["status"] == "failed", failed
+    assert failed["error"]["param"] == param
+    assert not (tmp_path / "datasets").exists()
+
+
+def test_the_ingestor_writes_only_into_a_folder_of_datasets_dir(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    common = CommonSettings(
+        redis_url=redis_url, redis_key_prefix=redis_prefix, datasets_dir=tmp_path / "datasets"
+    )
+    store = dataset_store(common)
+    record = new_dataset_record("ds-elsewhere", DatasetSpec(sources=["alpaca"]), str(tmp_path))
+    store.create(record.model_dump())
+    failed = build_dataset("ds-elsewhere", store, common)
+    assert failed["status"] == "failed" and "DATASETS_DIR" in failed["error"]["message"]

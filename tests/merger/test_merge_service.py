@@ -16,7 +16,7 @@ from shared.celery_app import make_celery
 from shared.job_records import EventLog, RecordStore
 from shared.merging import MERGE_KIND, MergeRequest, record_merge, send_merge
 from shared.redis_keys import RedisKeys
-from shared.settings import CommonSettings
+from shared.settings import DEFAULT_MODEL_NAME, CommonSettings
 from shared.training import JOB_KIND
 from tests.merger.builders import copy_folder, edit_json, make_base
 from tests.support import TERMINAL, Stack, wait_record
@@ -69,11 +69,13 @@ def wait_merge(api: str, merge_id: str, timeout: float = 120) -> dict:
     return wait_record(f"{api}/v1/merges/{merge_id}", TERMINAL, timeout, interval=0.3)
 
 
-def hand_to_merger(stores: Stores, celery: Any, request: MergeRequest) -> dict[str, Any]:
+def hand_to_merger(
+    stores: Stores, celery: Any, request: MergeRequest, job_id: str
+) -> dict[str, Any]:
     """What the trainer does for a job with ``merge: true``: record the merge, name it on the
     job (only that merge may finish the job), then send it."""
-    record = record_merge(stores.merges, request, jobs=stores.jobs)
-    stores.jobs.update(request.job_id, merge_id=record["id"], handed_off_to=record["id"])
+    record = record_merge(stores.merges, request, jobs=stores.jobs, job_id=job_id)
+    stores.jobs.update(job_id, merge_id=record["id"], handed_off_to=record["id"])
     send_merge(celery, stores.merges, record)
     return record
 
@@ -98,19 +100,15 @@ def test_merges_run_on_the_worker_and_finish_their_jobs(
         redis_url=stack.env["REDIS_URL"], redis_key_prefix=stack.env["REDIS_KEY_PREFIX"]
     )
     celery = make_celery("test", common)
-    request = MergeRequest(
-        base_model=str(tiny_model_dir), adapter="ftjob-merged", job_id="ftjob-merged"
-    )
-    from_job = hand_to_merger(stores, celery, request)
+    request = MergeRequest(base_model=str(tiny_model_dir), adapter="ftjob-merged")
+    from_job = hand_to_merger(stores, celery, request, "ftjob-merged")
     assert from_job["name"] == "tiny-llama-paris"  # the job's <base>-<suffix> model name
 
     # A merge that fails (base of another size) fails its job with the reason.
     wider = make_base(tiny_model_dir, tmp_path / "wider", hidden_size=128, intermediate_size=256)
     stores.add_job("ftjob-broken", tiny_model_dir, adapter_dir)
-    broken_request = MergeRequest(
-        base_model=str(wider), adapter=str(adapter_dir), job_id="ftjob-broken"
-    )
-    broken = hand_to_merger(stores, celery, broken_request)
+    broken_request = MergeRequest(base_model=str(wider), adapter=str(adapter_dir))
+    broken = hand_to_merger(stores, celery, broken_request, "ftjob-broken")
 
     merged = wait_merge(api, by_name.json()["id"])
     assert merged["status"] == "succeeded", merged
@@ -165,10 +163,17 @@ def test_the_api_names_every_bad_field(
         ({"base_model": base, "adapter": "ftjob-nope"}, "adapter", "unknown fine-tuning job"),
         ({"base_model": base, "adapter": "ftjob-running"}, "adapter", "has not finished"),
         ({"base_model": base, "adapter": "ftjob-full"}, "adapter", "trained a full model"),
-        ({"base_model": base, "adapter": adapter, "job_id": "ftjob-x"}, "job_id", "unknown"),
-        ({"base_model": base, "adapter": adapter, "job_id": "job-1"}, "job_id", "not a fine"),
+        ({"base_model": base, "adapter": adapter, "job_id": "ftjob-x"}, "job_id", "not a req"),
+        ({"base_model": "/etc", "adapter": adapter}, "base_model", "under an allowed folder"),
+        ({"base_model": base, "adapter": "/etc"}, "adapter", "under an allowed folder"),
         ({"base_model": base, "adapter": adapter, "name": "../up"}, "name", "not a valid"),
         ({"base_model": base, "adapter": adapter, "name": "taken"}, "name", "already exists"),
+        (
+            {"base_model": base, "adapter": adapter, "name": "taken", "overwrite": True},
+            "overwrite",
+            "MODELS_ALLOW_OVERWRITE",
+        ),
+        ({"base_model": base, "adapter": adapter, "name": DEFAULT_MODEL_NAME}, "name", "default"),
         ({"base_model": base, "adapter": adapter, "dtype": "int4"}, "dtype", "bf16"),
         ({"base_model": base, "adapter": adapter, "max_shard_size": "big"}, "max_shard_size", ""),
         ({"base_model": base, "adapter": adapter, "colour": 1}, "colour", "not permitted"),

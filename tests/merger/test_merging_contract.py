@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.celery_app import MERGE_TASK
-from shared.merging import MergeRequest, default_merge_name, queue_merge
+from shared.merging import MergeRequest, default_merge_name, queue_merge, record_merge
 
 
 def request(**fields: Any) -> MergeRequest:
@@ -37,7 +37,6 @@ def test_default_names(adapter: str, job: dict | None, name: str) -> None:
         ({"name": ".hidden"}, "name"),
         ({"dtype": "int8"}, "dtype"),
         ({"max_shard_size": "5 parsecs"}, "max_shard_size"),
-        ({"job_id": "42"}, "job_id"),
         ({"adapter": ""}, "adapter"),
     ],
 )
@@ -45,6 +44,15 @@ def test_invalid_requests_name_the_field(fields: dict, field: str) -> None:
     with pytest.raises(ValidationError) as info:
         request(**fields)
     assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_a_client_cannot_link_a_merge_to_a_job() -> None:
+    """Only the trainer's hand-off (``record_merge(job_id=...)``) names the job a merge ends."""
+    with pytest.raises(ValidationError, match="job_id is not a request field"):
+        request(job_id="ftjob-1")
+    store = FakeStore()
+    record = record_merge(store, request(), job_id="ftjob-1")
+    assert record["job_id"] == "ftjob-1" and "job_id" not in record["request"]
 
 
 class FakeCelery:

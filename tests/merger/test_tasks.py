@@ -10,7 +10,7 @@ import pytest
 from services.merger import merge as merge_module
 from services.merger.tasks import MergeContext, run_merge
 from shared.merging import MergeRequest, new_merge_record
-from shared.settings import CommonSettings
+from shared.settings import DEFAULT_MODEL_NAME, CommonSettings
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def ctx(redis_url: str, redis_prefix: str, tmp_path: Path) -> MergeContext:
 
 def add_merge(ctx: MergeContext, base: Path, adapter: Path, **fields: object) -> str:
     """A merge a fine-tuning job handed its adapter to, as the trainer's ``merge: true`` does."""
-    request = MergeRequest(base_model=str(base), adapter=str(adapter), job_id="ftjob-t")
-    record = {**new_merge_record("merge-t", request, "merged"), **fields}
+    request = MergeRequest(base_model=str(base), adapter=str(adapter))
+    record = {**new_merge_record("merge-t", request, "merged", job_id="ftjob-t"), **fields}
     ctx.merges.create(record)
     ctx.jobs.create(
         {
@@ -105,10 +105,32 @@ def test_a_merge_naming_a_job_that_is_not_its_own_leaves_that_job_alone(
 ) -> None:
     finished = {"id": "ftjob-done", "object": "fine_tuning.job", "status": "succeeded"}
     ctx.jobs.create({**finished, "model": "m", "fine_tuned_model": "mine"})
-    request = MergeRequest(
-        base_model=str(tiny_model_dir), adapter=str(adapter_dir), job_id="ftjob-done"
-    )
-    ctx.merges.create({**new_merge_record("merge-x", request, "merged"), "cancel_requested": True})
+    request = MergeRequest(base_model=str(tiny_model_dir), adapter=str(adapter_dir))
+    record = new_merge_record("merge-x", request, "merged", job_id="ftjob-done")
+    ctx.merges.create({**record, "cancel_requested": True})
     assert run_merge("merge-x", ctx, "me")["status"] == "cancelled"
     job = ctx.jobs.get("ftjob-done")
     assert job["status"] == "succeeded" and job["fine_tuned_model"] == "mine"
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"base_model": "/etc"}, "base_model: '/etc' is not a model folder under an allowed"),
+        ({"adapter": "/etc"}, "adapter: '/etc' is not a LoRA adapter folder under an allowed"),
+        ({"name": "../escaped"}, "is not a valid model name"),
+        ({"name": DEFAULT_MODEL_NAME}, "the default model"),
+        ({"overwrite": True}, "MODELS_ALLOW_OVERWRITE"),
+    ],
+)
+def test_a_record_written_by_anyone_reads_and_writes_only_allowed_folders(
+    ctx: MergeContext, tiny_model_dir: Path, adapter_dir: Path, fields: dict, says: str
+) -> None:
+    """The merger checks the record itself: whatever wrote it, nothing outside the allowed
+    folders is read, only MODELS_DIR/<name> is written, published models stay."""
+    merge_id = add_merge(ctx, tiny_model_dir, adapter_dir)
+    ctx.merges.update(merge_id, **fields)
+    record = run_merge(merge_id, ctx, "me")
+    assert record["status"] == "failed", record
+    assert says in record["error"]["message"]
+    assert not ctx.models_dir.exists() or list(ctx.models_dir.iterdir()) == []

@@ -27,9 +27,21 @@ class SentTasks:
 
 
 @pytest.fixture
-def ctx(redis_url: str, redis_prefix: str) -> tuple[JobContext, SentTasks]:
+def ctx(redis_url: str, redis_prefix: str, tmp_path: Path) -> tuple[JobContext, SentTasks]:
+    """Folders under tmp_path: a base model ``MODELS_DIR/base`` and ``IMPORT_DIR/x.jsonl``."""
     sent = SentTasks()
-    common = CommonSettings(redis_url=redis_url, redis_key_prefix=redis_prefix)
+    common = CommonSettings(
+        redis_url=redis_url,
+        redis_key_prefix=redis_prefix,
+        models_dir=tmp_path / "models",
+        jobs_dir=tmp_path / "jobs",
+        datasets_dir=tmp_path / "datasets",
+        import_dir=tmp_path / "imports",
+    )
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "base" / "config.json").write_text("{}")
+    (tmp_path / "imports").mkdir()
+    (tmp_path / "imports" / "x.jsonl").write_text("{}\n")
     return JobContext(common, celery_app=sent), sent
 
 
@@ -73,10 +85,14 @@ def test_a_trained_merge_job_is_handed_to_the_merger_and_stays_running(
 ) -> None:
     context, sent = ctx
     request = FineTuneRequest(
-        model="/models/base", training_file="/data/x.jsonl", merge=True, suffix="paris"
+        model=str(tmp_path / "models" / "base"),
+        training_file=str(tmp_path / "imports" / "x.jsonl"),
+        merge=True,
+        suffix="paris",
     )
-    context.jobs.create({**new_job_record("ftjob-m", request, str(tmp_path)), "status": "queued"})
-    final = tmp_path / "final"
+    output_dir = tmp_path / "jobs" / "ftjob-m"
+    context.jobs.create({**new_job_record("ftjob-m", request, str(output_dir)), "status": "queued"})
+    final = output_dir / "final"
 
     def fake_training(*args: Any, **kwargs: Any) -> dict:
         return {"status": "succeeded", "final_dir": str(final), "trained_tokens": 10}
@@ -93,3 +109,63 @@ def test_a_trained_merge_job_is_handed_to_the_merger_and_stays_running(
     # A second delivery of the same job leaves it to the merger.
     assert tasks.run_job("ftjob-m", context, "me")["merge_id"] == record["merge_id"]
     assert len(sent.sent) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"training_file": "../../../../../../etc/passwd"}, "training_file: '../../../"),
+        ({"training_file": "/etc/passwd"}, "not a file under an allowed folder"),
+        ({"validation_file": "/etc/shadow"}, "not a file under an allowed folder"),
+        ({"model": "/etc"}, "model: '/etc' is not a model folder under an allowed folder"),
+    ],
+)
+def test_a_record_written_by_anyone_cannot_make_the_trainer_read_outside_the_roots(
+    ctx: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fields: dict, says: str
+) -> None:
+    context, _ = ctx
+    request = FineTuneRequest(
+        model=str(tmp_path / "models" / "base"), training_file=str(tmp_path / "imports" / "x.jsonl")
+    )
+    record = new_job_record("ftjob-x", request, str(tmp_path / "jobs" / "ftjob-x"))
+    record["request"].update(fields)
+    context.jobs.create({**record, "status": "queued"})
+
+    def no_training(*args: Any, **kwargs: Any) -> dict:
+        raise AssertionError("trained on a file outside the allowed folders")
+
+    monkeypatch.setattr("services.trainer.job.run_training", no_training)
+    failed = tasks.run_job("ftjob-x", context, "me")
+    assert failed["status"] == "failed"
+    assert says in failed["error"]["message"]
+    assert (
+        "under an allowed folder (MODELS_DIR, DATASETS_DIR, JOBS_DIR, IMPORT_DIR)"
+        in (failed["error"]["message"])
+    )
+
+
+def test_a_job_writes_only_into_its_own_folder_of_jobs_dir(
+    ctx: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    context, _ = ctx
+    request = FineTuneRequest(
+        model=str(tmp_path / "models" / "base"), training_file=str(tmp_path / "imports" / "x.jsonl")
+    )
+    context.jobs.create({**new_job_record("ftjob-o", request, "/etc/cron.d"), "status": "queued"})
+    monkeypatch.setattr("services.trainer.job.run_training", lambda *a, **k: {})
+    failed = tasks.run_job("ftjob-o", context, "me")
+    assert failed["status"] == "failed" and "not a folder of JOBS_DIR" in failed["error"]["message"]
+
+
+def test_dataset_ids_resolve_to_their_built_file_under_the_roots(
+    ctx: tuple, tmp_path: Path
+) -> None:
+    context, _ = ctx
+    built = tmp_path / "datasets" / "ds-1"
+    built.mkdir(parents=True)
+    (built / "dataset.jsonl").write_text("{}\n")
+    context.datasets.create({"id": "ds-1", "status": "succeeded", "path": str(built)})
+    context.datasets.create({"id": "ds-2", "status": "succeeded", "path": "/etc"})
+    assert tasks.resolve_file(context, "ds-1") == str(built / "dataset.jsonl")
+    with pytest.raises(ValueError, match=r"ds-2 has no dataset\.jsonl under"):
+        tasks.resolve_file(context, "ds-2")

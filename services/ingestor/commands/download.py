@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.ingestor.commands.common import add_datasets_argument, command_parser, parse_command
+from services.ingestor.files.fetch import UrlFetch
 from services.ingestor.files.quarantine import RejectedLog
 from services.ingestor.sources import resolve_sources
 from services.ingestor.stages.download import fetch_source
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     failed = 0
     with RejectedLog(folder / "rejected.jsonl", append=True) as rejected:
         for source in resolve_sources(args.datasets):
-            fetched = fetch_source(source, folder, rejected, settings.http_timeout)
+            fetched = fetch_source(source, folder, rejected, UrlFetch.from_settings(settings))
             if fetched.counts.dropped:
                 failed += 1
                 reasons = ", ".join(fetched.counts.dropped)

@@ -16,8 +16,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from shared.datasets import ARCHIVE_MAGIC, ARCHIVE_SUFFIXES, HEAD_BYTES, is_tar_header
+
 EXTRACTED_MARKER = ".ingest-extracted"
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz", ".zip")
 
 
 class CorruptArchiveError(Exception):
@@ -32,9 +33,6 @@ class Extraction:
     unsafe: list[tuple[str, str]] = field(default_factory=list)  # (member name, why)
 
 
-_MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"PK\x05\x06", b"BZh", b"\xfd7zXZ\x00")
-
-
 def is_archive(path: Path, by_content: bool = True) -> bool:
     """By name, or by its first bytes (a URL download may have no telling suffix)."""
     if path.name.lower().endswith(ARCHIVE_SUFFIXES):
@@ -43,10 +41,10 @@ def is_archive(path: Path, by_content: bool = True) -> bool:
         return False
     try:
         with path.open("rb") as f:
-            head = f.read(512)
+            head = f.read(HEAD_BYTES)
     except OSError:
         return False
-    return head.startswith(_MAGIC) or head[257:262] == b"ustar"
+    return head.startswith(ARCHIVE_MAGIC) or is_tar_header(head)
 
 
 def archive_stem(path: Path) -> str:

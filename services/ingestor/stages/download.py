@@ -22,10 +22,11 @@ from services.ingestor.files.archives import (
     is_extracted,
 )
 from services.ingestor.files.data_files import iter_archives
-from services.ingestor.files.fetch import download_hub_file, download_url, url_file_name
+from services.ingestor.files.fetch import UrlFetch, download_hub_file, download_url, url_file_name
 from services.ingestor.files.quarantine import RejectedLog
 from services.ingestor.sources import Source
 from services.ingestor.stages.counts import StageCounts
+from shared.settings import ingestor_settings
 
 log = logging.getLogger(__name__)
 STAGE = "download"
@@ -44,16 +45,18 @@ class FetchedSource:
 
 
 def fetch_source(
-    source: Source, download_dir: Path, rejected: RejectedLog, http_timeout: float = 60.0
+    source: Source, download_dir: Path, rejected: RejectedLog, fetch: UrlFetch | None = None
 ) -> FetchedSource:
-    """Download/extract one source into ``download_dir``; never raises for bad data."""
+    """Download/extract one source into ``download_dir``; never raises for bad data. URLs are
+    fetched as ``fetch`` allows (default: the INGEST_* settings)."""
     fetched = FetchedSource(source)
     download_dir.mkdir(parents=True, exist_ok=True)
     if source.kind == "hub":
         for filename in source.hub.filenames:
             _fetch_hub_file(fetched, filename, download_dir, rejected)
     elif source.kind == "url":
-        _fetch_url(fetched, download_dir / source.name, rejected, http_timeout)
+        fetch = fetch or UrlFetch.from_settings(ingestor_settings())
+        _fetch_url(fetched, download_dir / source.name, rejected, fetch)
     else:
         _use_local(fetched, Path(source.location), download_dir / source.name, rejected)
     return fetched
@@ -85,13 +88,13 @@ def _fetch_hub_file(
     _download_then_use(fetched, target, folder, rej, download, f"{hub.repo_id}/{filename}")
 
 
-def _fetch_url(fetched: FetchedSource, folder: Path, rej: RejectedLog, timeout: float) -> None:
+def _fetch_url(fetched: FetchedSource, folder: Path, rej: RejectedLog, fetch: UrlFetch) -> None:
     url = fetched.source.location
     target = folder / url_file_name(url)
     extracted = folder / archive_stem(target)
     if _reuse_extraction(fetched, extracted):
         return
-    download = functools.partial(download_url, url, target, timeout)
+    download = functools.partial(download_url, url, target, fetch)
     _download_then_use(fetched, target, extracted, rej, download, url)
 
 
