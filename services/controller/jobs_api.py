@@ -16,6 +16,7 @@ from pydantic import model_validator
 
 from services.controller.field_errors import Problem, raise_if
 from services.controller.merges_api import cancel_merge
+from services.controller.placement import check_gpus
 from services.controller.records import (
     FINISHED_STATUSES,
     Backend,
@@ -95,6 +96,7 @@ def check_request(req: FineTuneRequest, datasets: RecordStore) -> list[Problem]:
 def create_job(backend: Backend, req: FineTuningJobRequest) -> dict[str, Any]:
     stores = backend.stores
     raise_if(check_request(req, stores.datasets))
+    raise_if(check_gpus(req.gpus, stores))
     job_id = new_job_id()
     record = new_job_record(job_id, req, str(backend.common.jobs_dir / job_id))
     record["status"] = "queued"

@@ -173,3 +173,10 @@ def from_worker_response(
         error = worker_broken(f"HTTP {status_code}: {message}")
     error.headers.update(retry)
     return error
+
+
+def worth_another_worker(error: OpenAIError) -> bool:
+    """A worker's failure before its first token that another worker may not have: it could
+    not be reached (503), failed (500, 502) or is overloaded (429). A timeout (504) is not tried
+    elsewhere (the worker is slow, and the client has waited already), nor is a bad request."""
+    return error.status_code in (429, 500, 502, 503)

@@ -87,7 +87,7 @@ def test_list_paging_is_checked_the_same_everywhere(api: str, path: str) -> None
 
 
 def test_the_command_line_has_every_setting_as_a_flag() -> None:
-    common, settings = parse_args(
+    common, settings, auth = parse_args(
         [
             "--host",
             "0.0.0.0",
@@ -99,6 +99,15 @@ def test_the_command_line_has_every_setting_as_a_flag() -> None:
             "2.5",
             "--api-keys",
             "k1,k2",
+            "--worker-token",
+            "wt",
+            "--trusted-worker-networks",
+            "10.0.0.0/8",
+            "--public-metrics",
+            "--worker-retries",
+            "1",
+            "--worker-connect-timeout",
+            "0.5",
             "--redis-url",
             "redis://elsewhere:6379/1",
             "--redis-key-prefix",
@@ -108,7 +117,10 @@ def test_the_command_line_has_every_setting_as_a_flag() -> None:
         ]
     )
     assert (settings.host, settings.port, settings.dispatch_method) == ("0.0.0.0", 1234, "lottery")
-    assert (settings.heart_beat_expiration, settings.api_keys) == (2.5, "k1,k2")
+    assert settings.heart_beat_expiration == 2.5
+    assert (settings.worker_retries, settings.worker_connect_timeout) == (1, 0.5)
+    assert (auth.controller_api_keys, auth.worker_token) == ("k1,k2", "wt")
+    assert (auth.trusted_worker_networks, auth.public_metrics) == ("10.0.0.0/8", True)
     assert (common.redis_url, common.redis_key_prefix) == ("redis://elsewhere:6379/1", "t:")
     assert common.log_level == "DEBUG"
     shown = subprocess.run(
@@ -119,5 +131,16 @@ def test_the_command_line_has_every_setting_as_a_flag() -> None:
         check=True,
         timeout=60,
     ).stdout
-    for flag in ("--port", "--dispatch-method", "--heart-beat-expiration", "--api-keys"):
+    for flag in (
+        "--port",
+        "--dispatch-method",
+        "--heart-beat-expiration",
+        "--controller-api-keys",
+        "--api-keys",
+        "--worker-token",
+        "--allow-unauthenticated",
+        "--trusted-worker-networks",
+        "--public-metrics",
+        "--max-body-bytes",
+    ):
         assert flag in shown
