@@ -82,6 +82,16 @@ class StandInWorker:
             self.prompts.append((await request.json()).get("prompt", ""))
             return self.generate()
 
+        @app.post("/worker_generate")
+        @app.post("/worker_generate_completion")
+        async def generate(request: Request) -> Response:
+            """The last chunk of the script, as JSON."""
+            self.calls += 1
+            self.prompts.append((await request.json()).get("prompt", ""))
+            answer = self.generate()
+            last = bytes(answer.body).rstrip(b"\0").rsplit(b"\0", 1)[-1]
+            return Response(last, status_code=answer.status_code, media_type="application/json")
+
         return app
 
     def start(self) -> StandInWorker:
