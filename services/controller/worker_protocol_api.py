@@ -48,7 +48,7 @@ def controller_of(request: Request) -> Controller:
 async def register_worker(body: RegisterWorkerRequest, request: Request) -> None:
     """The controller reads the worker's status from its address itself (``worker_status`` in
     the body is ignored: a caller could claim any model and speed); an address that does not
-    answer is not registered (502 naming ``worker_name``)."""
+    answer is not registered (400 naming ``worker_name``)."""
     await controller_of(request).admit(body.worker_name, body.check_heart_beat, body.multimodal)
 
 

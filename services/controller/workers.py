@@ -49,11 +49,11 @@ class Controller:
 
     async def admit(self, worker: str, check_heart_beat: bool, multimodal: bool) -> None:
         """Register ``worker`` with the status it answers itself at its address; one that does
-        not answer is refused (502 naming ``worker_name``)."""
+        not answer is refused (400 naming ``worker_name``: the caller named an unusable address)."""
         status = await self.fetch_status(worker)
         if status is None:
             raise APIError(
-                502,
+                400,
                 f"worker_name: {worker} did not answer POST /worker_get_status with its status; "
                 "not registered.",
                 ErrorCode.CONTROLLER_WORKER_TIMEOUT,

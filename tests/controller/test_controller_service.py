@@ -189,7 +189,7 @@ def test_registration_of_an_address_that_does_not_answer_is_refused(
     dead = f"http://127.0.0.1:{free_port()}"
     body = {"worker_name": dead, "check_heart_beat": False, "worker_status": claimed}
     response = httpx.post(f"{controller_url}/register_worker", json=body)
-    assert response.status_code == 502
+    assert response.status_code == 400
     assert response.json()["param"] == "worker_name"
     assert dead in response.json()["text"]
     assert models(controller_url) == []
