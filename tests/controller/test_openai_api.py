@@ -271,6 +271,26 @@ def test_bad_parameters_are_bad_requests(stack: Stack, fields: dict, param: str)
     assert caught.value.type == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("path", "fields", "param"),
+    [
+        ("/v1/chat/completions", {"seed": 2**63}, "seed"),
+        ("/v1/chat/completions", {"max_tokens": 10**30}, "max_tokens"),
+        ("/v1/completions", {"max_tokens": 2**63}, "max_tokens"),
+        ("/v1/completions", {"stop_token_ids": [2**40]}, "stop_token_ids[0]"),
+    ],
+)
+def test_integers_too_large_for_a_worker_are_400_naming_the_field(
+    stack: Stack, path: str, fields: dict, param: str
+) -> None:
+    base = {"model": MODEL, "messages": USER} if "chat" in path else {"model": MODEL, "prompt": "x"}
+    response = httpx.post(f"{stack.url}{path}", json={**base, **fields})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["type"]) == (param, "invalid_request_error")
+    assert error["message"].startswith(f"{param}: ")
+
+
 def test_malformed_json_and_context_overflow_are_400(stack: Stack) -> None:
     response = post_json_text(f"{stack.url}/v1/chat/completions", b'{"model": ')
     assert response.status_code == 400

@@ -193,6 +193,14 @@ def test_max_completion_tokens_wins_over_max_tokens() -> None:
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"model": ""}, "model"),
+        # Integers the workers could not hold: a 400 here, not an overflow there.
+        ({"seed": 2**63}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"max_tokens": 10**30}, "max_tokens"),
+        ({"max_completion_tokens": 2**31}, "max_completion_tokens"),
+        ({"top_k": 2**40}, "top_k"),
+        ({"stop_token_ids": [1, 2**40]}, "stop_token_ids[1]"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids[0]"),
     ],
 )
 def test_bad_fields_are_400_naming_the_field(fields: dict, param: str) -> None:
@@ -226,6 +234,8 @@ def test_malformed_or_non_object_bodies_are_400(body: bytes) -> None:
         ({"prompt": [1, 2, 3]}, "prompt"),
         ({"logprobs": 1}, "logprobs"),
         ({"best_of": 2}, "best_of"),
+        ({"max_tokens": 2**31}, "max_tokens"),
+        ({"seed": 2**64}, "seed"),
     ],
 )
 def test_unsupported_completion_fields_are_refused(fields: dict, param: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,13 @@ def test_request_schemas_are_in_the_openapi_document() -> None:
         name = _schema_name(content["application/json"]["schema"])
         assert "properties" in schemas[name], path
     assert "preset" in schemas["FineTuningJobRequest"]["properties"]
+    for path, name in (
+        ("/v1/chat/completions", "ChatCompletionRequest"),
+        ("/v1/completions", "CompletionRequest"),
+    ):
+        content = document["paths"][path]["post"]["requestBody"]["content"]
+        assert _schema_name(content["application/json"]["schema"]) == name
+        assert {"model", "max_tokens", "seed", "stream"} <= set(schemas[name]["properties"])
     datasets = document["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]
     assert datasets["application/json"]["schema"]["title"] == "DatasetSpec"
     assert "file" in datasets["multipart/form-data"]["schema"]["properties"]
@@ -59,6 +67,27 @@ def test_bad_bodies_are_openai_400s_naming_the_body(api: str, path: str, code: s
     assert (missing["param"], missing["code"]) == ("body", code), (path, missing)
     wrong_shape = httpx.post(f"{api}{path}", json=[1, 2]).json()["error"]
     assert (wrong_shape["param"], wrong_shape["type"]) == ("body", "invalid_request_error")
+
+
+def test_request_bodies_are_limited(controller: Callable[..., str], folders: dict) -> None:
+    env = {**folders, "CONTROLLER_MAX_BODY_BYTES": "2000", "CONTROLLER_MAX_UPLOAD_BYTES": "9000"}
+    api = controller(env=env)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x" * 3000}]}
+    too_large = httpx.post(f"{api}/v1/chat/completions", json=chat)
+    assert too_large.status_code == 413
+    assert too_large.json()["error"]["param"] == "body"
+    deep = b'{"model": "m", "messages": ' + b"[" * 100 + b"]" * 100 + b"}"
+    too_deep = post_json_text(f"{api}/v1/chat/completions", deep)
+    assert too_deep.status_code == 400 and "nested deeper" in too_deep.json()["error"]["message"]
+    # Uploads get their own, larger limit: this one is over the general one, under its own.
+    upload = httpx.post(
+        f"{api}/v1/datasets",
+        files={"file": ("mine.jsonl", b"{}" + b" " * 4000 + b"\n")},
+        data={"spec": "{}"},
+    )
+    assert upload.status_code != 413, upload.text
+    bigger = httpx.post(f"{api}/v1/datasets", files={"file": ("big.jsonl", b" " * 10_000)})
+    assert bigger.status_code == 413
 
 
 def test_a_json_body_sent_as_a_form_still_counts(api: str, tiny_model_dir: Path) -> None:
