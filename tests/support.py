@@ -362,6 +362,7 @@ def seed_worker(redis_url: str, prefix: str, worker: str, *models: str) -> None:
     expires: a stand-in for a worker that crashed or hangs. (The controller itself registers only
     addresses that answer its status call, and drops any that stops heartbeating.)"""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from services.controller.registry import WorkerRegistry
     from shared.redis_client import async_redis
@@ -377,7 +378,9 @@ def seed_worker(redis_url: str, prefix: str, worker: str, *models: str) -> None:
         finally:
             await client.aclose()
 
-    asyncio.run(seed())
+    # In a thread of its own: the caller may be inside an event loop (Playwright's, say).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, seed()).result()
 
 
 def register_worker(controller: str, worker: str, *models: str) -> None:
