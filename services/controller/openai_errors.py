@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 
-from pydantic import ValidationError
-
-from services.controller.field_errors import InvalidFields, field_messages
+from services.controller.field_errors import InvalidFields
 from services.controller.openai_protocol import ErrorDetail, ErrorResponse
 from shared.constants import ErrorCode
 
@@ -98,19 +96,6 @@ def context_overflow(context_len: int, prompt_tokens: int, param: str) -> OpenAI
         param=param,
         code="context_length_exceeded",
     )
-
-
-def from_validation_error(exc: ValidationError) -> OpenAIError:
-    """400 naming the first bad field; malformed JSON is a 400 too (FastChat: 500 or 422)."""
-    for err in exc.errors():
-        if err.get("type") == "json_invalid":
-            detail = err.get("ctx", {}).get("error", err["msg"])
-            return OpenAIError(400, f"Could not parse the JSON body of the request ({detail}).")
-    by_param = field_messages(exc.errors())
-    if None in by_param:
-        return OpenAIError(400, "The request body must be a JSON object: " + by_param[None][0])
-    parts = [f"{p}: {' or '.join(msgs)}" for p, msgs in by_param.items()]
-    return OpenAIError(400, "; ".join(parts), param=next(iter(by_param)))
 
 
 def from_invalid_fields(exc: InvalidFields, code: str | None = None) -> OpenAIError:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from services.controller.failover import Failover, is_retryable_transport_error
@@ -40,7 +40,6 @@ from services.controller.openai_convert import (
 from services.controller.openai_errors import (
     OpenAIError,
     context_overflow,
-    from_validation_error,
     from_worker_code,
     from_worker_response,
     internal_error,
@@ -299,13 +298,6 @@ async def merge_snapshots(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def parse_request(model: type[T], body: bytes) -> T:
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from None
 
 
 class OpenAIService:

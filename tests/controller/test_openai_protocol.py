@@ -4,9 +4,12 @@ errors. No processes, no network."""
 from __future__ import annotations
 
 import json
+from typing import TypeVar
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
+from services.controller.field_errors import InvalidFields, problems_of
 from services.controller.openai_convert import (
     ChunkWriter,
     DeltaTracker,
@@ -18,6 +21,7 @@ from services.controller.openai_convert import (
 )
 from services.controller.openai_errors import (
     OpenAIError,
+    from_invalid_fields,
     from_worker_code,
     from_worker_response,
 )
@@ -27,9 +31,18 @@ from services.controller.openai_protocol import (
     CompletionRequest,
     Usage,
 )
-from services.controller.openai_service import parse_request
 from shared.conversation import chat_template_conversation, get_conv_template
 from tests.support import CHATML_TEMPLATE
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_request(model: type[M], body: bytes) -> M:
+    """``body`` as the /v1 routes read it: the model, or their 400 naming the field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise from_invalid_fields(InvalidFields(problems_of(exc.errors()))) from None
 
 
 def messages(*pairs: tuple[str, object]) -> list[ChatMessage]:
@@ -223,7 +236,7 @@ def test_malformed_or_non_object_bodies_are_400(body: bytes) -> None:
     with pytest.raises(OpenAIError) as caught:
         parse_request(ChatCompletionRequest, body)
     assert caught.value.status_code == 400
-    assert caught.value.param is None
+    assert caught.value.param == "body"
 
 
 @pytest.mark.parametrize(
