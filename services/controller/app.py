@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
-from services.controller.auth import ControllerAuth, TrustedNetworks
+from services.controller.auth import Access, ControllerAuth, TrustedNetworks, access_of
 from services.controller.datasets_api import router as datasets_router
 from services.controller.deployments_api import router as deployments_router
 from services.controller.evals_api import router as evals_router
@@ -98,6 +99,7 @@ def create_app(
         max_bytes=settings.max_body_bytes,
         path_limits={"/v1/datasets": settings.max_upload_bytes},
     )
+    _document_credentials(app, auth.public_metrics)
     app.add_middleware(
         ControllerAuth,
         credentials=Credentials.from_settings(auth),
@@ -105,3 +107,23 @@ def create_app(
         public_metrics=auth.public_metrics,
     )
     return app
+
+
+def _document_credentials(app: FastAPI, public_metrics: bool) -> None:
+    """Say in the OpenAPI document that every operation but the open ones takes a Bearer
+    credential (``auth.py`` decides which)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+            document["security"] = [{"bearer": []}]
+            for path, operations in document["paths"].items():
+                if access_of(path, public_metrics) is Access.OPEN:
+                    for operation in operations.values():
+                        operation["security"] = []
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -49,6 +49,11 @@ def test_request_schemas_are_in_the_openapi_document() -> None:
     datasets = document["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]
     assert datasets["application/json"]["schema"]["title"] == "DatasetSpec"
     assert "file" in datasets["multipart/form-data"]["schema"]["properties"]
+    # Every operation takes a Bearer credential but the health checks.
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert document["security"] == [{"bearer": []}]
+    assert document["paths"]["/health"]["get"]["security"] == []
+    assert "security" not in document["paths"]["/list_workers"]["get"]
     job = document["paths"]["/v1/fine_tuning/jobs/{fine_tuning_job_id}"]["get"]
     assert job["parameters"][0]["name"] == "fine_tuning_job_id"
 

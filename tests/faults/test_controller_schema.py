@@ -89,7 +89,8 @@ def test_no_operation_answers_with_a_server_error(
         response = case.call_and_validate(
             base_url=controller_url, headers=headers, checks=[not_a_server_error], timeout=30
         )
-        assert response.status_code not in (401, 403), response.text  # reached the route
+        if mode is GenerationMode.POSITIVE:  # negative cases may drop the credential
+            assert response.status_code not in (401, 403), response.text  # reached the route
 
     try:
         no_server_error()
