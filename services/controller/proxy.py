@@ -85,7 +85,8 @@ class WorkerStream:
         self._pending: list[bytes] = []
 
     async def first_chunk(self) -> dict[str, Any] | None:
-        """The first chunk; None when the stream ends or breaks before one (then it is closed)."""
+        """The first chunk; None when the stream ends or breaks before one (then it is closed).
+        A worker silent for the whole read timeout raises ``httpx.TimeoutException``."""
         try:
             while not self._pending:
                 data = await anext(self._pieces, None)
@@ -94,6 +95,9 @@ class WorkerStream:
                         self._pending.append(rest)
                     break
                 self._pending.extend(self._splitter.feed(data))
+        except httpx.TimeoutException:
+            await self._response.aclose()
+            raise
         except httpx.HTTPError as exc:
             log.warning("event=worker_stream_broken worker=%s error=%r", self.worker, exc)
         if not self._pending:
@@ -160,7 +164,11 @@ async def _open_stream(
         await response.aclose()
         return Answer.of(response, content)
     stream = WorkerStream(worker, response)
-    first = await stream.first_chunk()
+    try:
+        first = await stream.first_chunk()
+    except httpx.TimeoutException as exc:  # slow, not gone: not tried elsewhere
+        message = f"The worker {worker} timed out before any output ({exc!r})."
+        return Answer.chunk(message, ErrorCode.CONTROLLER_WORKER_TIMEOUT, retry=False)
     if first is None:
         return Answer.chunk(
             f"The worker {worker} ended its stream before any output.",
