@@ -19,6 +19,15 @@ class RedisKeys:
         return f"{self.prefix}worker:{name}"
 
     @property
+    def trainers(self) -> str:
+        """Set of trainer names that announced their GPUs (their keys may have expired since)."""
+        return f"{self.prefix}trainers"
+
+    def trainer(self, name: str) -> str:
+        """GPU count one running trainer offers; expires when the trainer stops renewing it."""
+        return f"{self.prefix}trainer:{name}"
+
+    @property
     def known_models(self) -> str:
         """Sorted set of model names scored by when they were last served (404 vs 503)."""
         return f"{self.prefix}known_models"

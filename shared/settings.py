@@ -114,17 +114,38 @@ class ControllerSettings(_Section):
         "shortest_queue", description="how a request picks among the workers serving its model"
     )
     heart_beat_expiration: float = Field(
-        6.0, description="seconds without a heartbeat after which a worker leaves routing"
+        3.0,
+        gt=0,
+        description="seconds without a heartbeat after which a worker leaves routing (always: "
+        "a registration's check_heart_beat is not honoured)",
     )
     worker_status_timeout: float = Field(
         5.0, description="timeout in seconds of the controller's status polls of a worker"
     )
     worker_api_timeout: float = Field(
-        100.0,
-        description="seconds to connect to a worker and to wait between chunks of a generation",
+        100.0, description="seconds to wait on a worker between chunks of a generation"
     )
-    # Superseded by AuthSettings.controller_api_keys (same variable, CONTROLLER_API_KEYS).
-    api_keys: str = Field("", description="comma-separated Bearer keys guarding /v1; empty: open")
+    worker_connect_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="seconds to connect to a worker; a worker that cannot be reached in time "
+        "leaves routing and the request goes to another",
+    )
+    worker_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="more workers a request tries when its worker fails before the first token "
+        "(refused or timed-out connection, 5xx or 429, a stream that ends before any output)",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="largest request body, in bytes (larger: 413)"
+    )
+    max_upload_bytes: int = Field(
+        2 * 1024 * 1024 * 1024,
+        gt=0,
+        description="largest request body of POST /v1/datasets (file uploads), in bytes",
+    )
     known_model_ttl: float = Field(
         86400.0,
         description="seconds a model name stays known after it was last served: a request for it "

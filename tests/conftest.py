@@ -18,6 +18,7 @@ from tests.support import (
     Stack,
     build_tiny_llama,
     free_port,
+    remember_registry,
     service_env,
     start_worker_process,
     wait_until,
@@ -182,6 +183,7 @@ def controller(
         )
         url = f"http://127.0.0.1:{port}"
         proc.wait_http(f"{url}/test_connection")
+        remember_registry(url, {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix})
         return url
 
     return start

@@ -345,14 +345,48 @@ def write_conversations(path: Path, count: int = 40) -> Path:
     return path
 
 
+# Controllers started by the tests: URL -> (Redis URL, key prefix) of their worker registry.
+CONTROLLER_REGISTRIES: dict[str, tuple[str, str]] = {}
+
+
+def remember_registry(controller: str, env: dict[str, str]) -> None:
+    """Note where ``controller`` (started with ``env`` over this process's environment) keeps
+    its registry, for ``register_worker``."""
+    merged = {**os.environ, **env}
+    redis_url = merged.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    CONTROLLER_REGISTRIES[controller] = (redis_url, merged.get("REDIS_KEY_PREFIX") or "camelchat:")
+
+
+def seed_worker(redis_url: str, prefix: str, worker: str, *models: str) -> None:
+    """Put any address into the registry under ``prefix`` as a worker of ``models`` that never
+    expires: a stand-in for a worker that crashed or hangs. (The controller itself registers only
+    addresses that answer its status call, and drops any that stops heartbeating.)"""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.controller.registry import WorkerRegistry
+    from shared.redis_client import async_redis
+    from shared.redis_keys import RedisKeys
+    from shared.schemas import WorkerStatus
+
+    async def seed() -> None:
+        client = async_redis(redis_url)
+        try:
+            registry = WorkerRegistry(client, RedisKeys(prefix), expiration=60.0)
+            await registry.register(worker, WorkerStatus(model_names=list(models)), False)
+            await client.persist(RedisKeys(prefix).worker(worker))
+        finally:
+            await client.aclose()
+
+    # In a thread of its own: the caller may be inside an event loop (Playwright's, say).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, seed()).result()
+
+
 def register_worker(controller: str, worker: str, *models: str) -> None:
-    """Register any address as a worker of ``models``, without heartbeats (it never expires)."""
-    body = {
-        "worker_name": worker,
-        "check_heart_beat": False,
-        "worker_status": {"model_names": list(models)},
-    }
-    httpx.post(f"{controller}/register_worker", json=body, timeout=5).raise_for_status()
+    """Put any address into ``controller``'s registry as a worker of ``models`` that never
+    expires (``seed_worker``); the controller must have been started by these helpers."""
+    seed_worker(*CONTROLLER_REGISTRIES[controller], worker, *models)
 
 
 def wait_listed(controller: str, model: str, timeout: float = 30.0) -> None:
@@ -395,6 +429,7 @@ class ProcessGroup:
         url = f"http://127.0.0.1:{port}"
         self.start(name, "services.controller", "--port", str(port), env=env)
         self.processes[name].wait_http(f"{url}/test_connection")
+        remember_registry(url, {**self.env, **(env or {})})
         return url
 
     def start_model_worker(

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from services.controller.auth import bearer_header
 from services.controller.test_message import MessageCheckError, send
+from shared.auth import bearer_header
 from shared.cli import SettingsParser, exit_status
 from shared.settings import REPO_ROOT, ClientSettings, default_model_dir
 

@@ -15,6 +15,7 @@ from pydantic import model_validator
 
 from services.controller.field_errors import Problem, raise_if
 from services.controller.merges_api import cancel_merge
+from services.controller.placement import check_gpus
 from services.controller.records import (
     FINISHED_STATUSES,
     Backend,
@@ -94,6 +95,7 @@ def create_job(backend: Backend, req: FineTuningJobRequest) -> dict[str, Any]:
     stores = backend.stores
     problems, req = check_request(req, stores.datasets, AllowedRoots.of(backend.common))
     raise_if(problems)
+    raise_if(check_gpus(req.gpus, stores))
     job_id = new_job_id()
     record = new_job_record(job_id, req, str(backend.common.jobs_dir / job_id))
     record["status"] = "queued"

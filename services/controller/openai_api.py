@@ -1,24 +1,25 @@
 """Routes of the OpenAI-compatible API served by the controller (thin: parse, call, shape).
 
-Bodies are parsed by the service rather than by FastAPI, so that bad JSON and bad fields get
-OpenAI's error shape (the worker-protocol routes keep their FastChat shape).
+FastAPI validates the request bodies against ``openai_protocol``'s models (so they are in the
+OpenAPI document); ``openai_routes.OpenAIRoute`` turns a bad body into OpenAI's 400 naming the
+field, as on the record APIs (the worker-protocol routes keep their FastChat shape).
 """
 
 from __future__ import annotations
 
 import re
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from services.controller.auth import api_key_guard, parse_api_keys
 from services.controller.openai_convert import new_id
 from services.controller.openai_errors import OpenAIError
+from services.controller.openai_protocol import ChatCompletionRequest, CompletionRequest
+from services.controller.openai_routes import openai_route
 from services.controller.openai_service import Answer, OpenAIService
 from shared.contracts import REQUEST_ID_HEADER
-from shared.settings import ControllerSettings
 
 # Accept a caller's id only if it is short printable ASCII (it is logged and forwarded).
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -49,9 +50,8 @@ def _respond(answer: Answer, request_id: str) -> Response:
     return StreamingResponse(answer, media_type="text/event-stream", headers=headers)
 
 
-def create_openai_router(settings: ControllerSettings) -> APIRouter:
-    guard = api_key_guard(parse_api_keys(settings.api_keys))
-    router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], tags=["openai"])
+def create_openai_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["openai"], route_class=openai_route(None))
 
     @router.get("/models")
     async def list_models(request: Request) -> Response:
@@ -62,17 +62,15 @@ def create_openai_router(settings: ControllerSettings) -> APIRouter:
         return _respond(await _service(request).get_model(model), _assign_ids(request, "req")[1])
 
     @router.post("/chat/completions")
-    async def chat_completions(request: Request) -> Response:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         completion_id, request_id = _assign_ids(request, "chatcmpl")
-        answer = await _service(request).chat_completion(
-            await request.body(), completion_id, request_id
-        )
+        answer = await _service(request).chat_completion(body, completion_id, request_id)
         return _respond(answer, request_id)
 
     @router.post("/completions")
-    async def completions(request: Request) -> Response:
+    async def completions(body: CompletionRequest, request: Request) -> Response:
         completion_id, request_id = _assign_ids(request, "cmpl")
-        answer = await _service(request).completion(await request.body(), completion_id, request_id)
+        answer = await _service(request).completion(body, completion_id, request_id)
         return _respond(answer, request_id)
 
     return router
@@ -87,12 +85,12 @@ async def _openai_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body().model_dump(), status_code=exc.status_code, headers=headers)
 
 
-def install_openai_api(app: FastAPI, settings: ControllerSettings) -> None:
-    """Add /v1/* (guarded by API keys when configured) and /metrics (open) to the controller.
+def install_openai_api(app: FastAPI) -> None:
+    """Add /v1/* and /metrics to the controller (who may call them: ``auth.py``).
 
     The service itself is built in the app's lifespan (it needs the registry and HTTP client).
     """
-    app.include_router(create_openai_router(settings))
+    app.include_router(create_openai_router())
     app.add_exception_handler(OpenAIError, _openai_error)
 
     @app.get("/metrics", include_in_schema=False)

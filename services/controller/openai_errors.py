@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 
-from pydantic import ValidationError
-
-from services.controller.field_errors import InvalidFields, field_messages
+from services.controller.field_errors import InvalidFields
 from services.controller.openai_protocol import ErrorDetail, ErrorResponse
 from shared.constants import ErrorCode
 
@@ -100,19 +98,6 @@ def context_overflow(context_len: int, prompt_tokens: int, param: str) -> OpenAI
     )
 
 
-def from_validation_error(exc: ValidationError) -> OpenAIError:
-    """400 naming the first bad field; malformed JSON is a 400 too (FastChat: 500 or 422)."""
-    for err in exc.errors():
-        if err.get("type") == "json_invalid":
-            detail = err.get("ctx", {}).get("error", err["msg"])
-            return OpenAIError(400, f"Could not parse the JSON body of the request ({detail}).")
-    by_param = field_messages(exc.errors())
-    if None in by_param:
-        return OpenAIError(400, "The request body must be a JSON object: " + by_param[None][0])
-    parts = [f"{p}: {' or '.join(msgs)}" for p, msgs in by_param.items()]
-    return OpenAIError(400, "; ".join(parts), param=next(iter(by_param)))
-
-
 def from_invalid_fields(exc: InvalidFields, code: str | None = None) -> OpenAIError:
     """A 400 naming every bad field in the message and the first in ``param``."""
     return OpenAIError(400, str(exc), param=exc.param, code=code)
@@ -173,3 +158,10 @@ def from_worker_response(
         error = worker_broken(f"HTTP {status_code}: {message}")
     error.headers.update(retry)
     return error
+
+
+def worth_another_worker(error: OpenAIError) -> bool:
+    """A worker's failure before its first token that another worker may not have: it could
+    not be reached (503), failed (500, 502) or is overloaded (429). A timeout (504) is not tried
+    elsewhere (the worker is slow, and the client has waited already), nor is a bad request."""
+    return error.status_code in (429, 500, 502, 503)

@@ -9,7 +9,7 @@ field OpenAI's clients read, ``finish_reason: null`` included (dumped without ex
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,12 @@ FinishReason = Literal["stop", "length"]
 
 MAX_STOP_SEQUENCES = 4
 MAX_PROMPTS = 64
+# Integers travel on to the workers (tensor sizes, a generator's seed): larger ones are a 400
+# naming the field here rather than an overflow there.
+MAX_INT32 = 2**31 - 1
+MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
+TokenCount = Annotated[int, Field(ge=1, le=MAX_INT32)]
+TokenId = Annotated[int, Field(ge=0, le=MAX_INT32)]
 
 
 class ErrorDetail(BaseModel):
@@ -61,15 +67,15 @@ def _nonzero_rejected(field: str, value: float | None, hint: str) -> float | Non
 class SamplingRequest(BaseModel):
     """Fields shared by chat and text completions, plus vLLM-style extras (``extra_body``)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: TokenCount | None = None
     stop: str | list[str] | None = None
     n: int | None = 1
-    seed: int | None = None
+    seed: int | None = Field(None, ge=MIN_INT64, le=MAX_INT64)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
@@ -77,9 +83,9 @@ class SamplingRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     # Extras, as vLLM accepts them in extra_body.
-    top_k: int | None = Field(None, ge=-1)
+    top_k: int | None = Field(None, ge=-1, le=MAX_INT32)
     repetition_penalty: float | None = Field(None, gt=0.0)
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[TokenId] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -121,7 +127,7 @@ class SamplingRequest(BaseModel):
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: TokenCount | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
     tools: list[dict[str, Any]] | None = None
@@ -166,7 +172,7 @@ class ChatCompletionRequest(SamplingRequest):
 class CompletionRequest(SamplingRequest):
     prompt: str | list[str]
     # OpenAI's default for the legacy endpoint; an explicit null means "up to the context".
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: TokenCount | None = 16
     echo: bool | None = False
     suffix: str | None = None
     logprobs: int | None = None

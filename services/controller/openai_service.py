@@ -16,14 +16,15 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from services.controller.failover import Failover, is_retryable_transport_error
 from services.controller.metrics import Metrics
 from services.controller.openai_convert import (
     SSE_DONE,
@@ -39,7 +40,6 @@ from services.controller.openai_convert import (
 from services.controller.openai_errors import (
     OpenAIError,
     context_overflow,
-    from_validation_error,
     from_worker_code,
     from_worker_response,
     internal_error,
@@ -48,6 +48,7 @@ from services.controller.openai_errors import (
     worker_broken,
     worker_timeout,
     worker_unreachable,
+    worth_another_worker,
 )
 from services.controller.openai_protocol import (
     AssistantMessage,
@@ -299,13 +300,6 @@ async def merge_snapshots(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def parse_request(model: type[T], body: bytes) -> T:
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from None
-
-
 class OpenAIService:
     def __init__(
         self,
@@ -316,6 +310,7 @@ class OpenAIService:
         metrics: Metrics | None = None,
     ) -> None:
         self._registry = registry
+        self._failover = Failover(registry, settings.dispatch_method, settings.worker_retries)
         self._known = known
         self._client = client
         self._settings = settings
@@ -354,15 +349,31 @@ class OpenAIService:
                 return card
         raise model_not_found(model)
 
-    async def resolve(self, model: str) -> str:
-        """A worker for ``model`` from the registry; 404 if never served, 503 if none now."""
-        worker = await self._registry.pick_worker(model, self._settings.dispatch_method)
-        if worker is None:
-            if await self._known.is_known(model):
-                raise model_unavailable(model)
-            raise model_not_found(model)
-        await self._known.touch([model])
-        return worker
+    async def on_a_worker(
+        self, model: str, record: RequestRecord, attempt: Callable[[str], Awaitable[T]]
+    ) -> T:
+        """``attempt(worker)`` on a worker of ``model``. One that fails before its first token
+        (unreachable, 5xx or 429, a stream that ends or breaks first) is replaced by another, up
+        to ``worker_retries`` times; then its failure is the answer. No worker at all: 404 if the
+        model was never served, 503 if it was (clients retry)."""
+        tried: list[str] = []
+        failure: OpenAIError | None = None
+        while (worker := await self._failover.next_worker(model, tried)) is not None:
+            record.workers.append(worker)
+            try:
+                answer = await attempt(worker)
+            except OpenAIError as exc:
+                if not worth_another_worker(exc):
+                    raise
+                failure = exc
+                continue
+            await self._known.touch([model])
+            return answer
+        if failure is not None:
+            raise failure
+        if await self._known.is_known(model):
+            raise model_unavailable(model)
+        raise model_not_found(model)
 
     # ---- worker calls -------------------------------------------------------------------
 
@@ -370,13 +381,13 @@ class OpenAIService:
         for key in [k for k in self._facts if k[0] == worker]:
             del self._facts[key]
 
-    def _transport_error(self, worker: str, path: str, exc: httpx.HTTPError) -> OpenAIError:
+    async def _call_failed(self, worker: str, path: str, exc: httpx.HTTPError) -> OpenAIError:
         """A call that got no answer. Refused, or dropped before any response: the worker is
-        gone or going (503, retryable; its cached facts are forgotten). Slow: 504."""
+        gone or going (503; its cached facts are forgotten, and one that could not be connected
+        to leaves routing). Slow: 504."""
         log.warning("event=worker_call_failed worker=%s path=%s error=%r", worker, path, exc)
-        if isinstance(exc, httpx.ConnectTimeout) or (
-            isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
-        ):
+        await self._failover.failed(worker, exc)
+        if is_retryable_transport_error(exc):
             self.forget(worker)
             return worker_unreachable(exc)
         if isinstance(exc, httpx.TimeoutException):
@@ -390,7 +401,7 @@ class OpenAIService:
                 f"{worker}{path}", json=body, timeout=self._settings.worker_status_timeout
             )
         except httpx.HTTPError as exc:
-            raise self._transport_error(worker, path, exc) from exc
+            raise await self._call_failed(worker, path, exc) from exc
 
     async def worker_facts(self, worker: str, model: str) -> WorkerFacts:
         """Template and context length of (worker, model): fetched once, shared by waiters."""
@@ -482,7 +493,7 @@ class OpenAIService:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise self._transport_error(worker, GENERATE_PATH, exc) from exc
+            raise await self._call_failed(worker, GENERATE_PATH, exc) from exc
         if response.status_code != 200:
             content = await response.aread()
             await response.aclose()
@@ -515,15 +526,12 @@ class OpenAIService:
             record.finish(500, error="internal")
             raise internal_error() from None
 
-    async def chat_completion(self, body: bytes, completion_id: str, request_id: str) -> Answer:
+    async def chat_completion(
+        self, request: ChatCompletionRequest, completion_id: str, request_id: str
+    ) -> Answer:
         record = self.record("chat.completions", completion_id, request_id)
 
-        async def prepare() -> tuple[ChatCompletionRequest, list[WorkerGeneration]]:
-            request = parse_request(ChatCompletionRequest, body)
-            record.describe(request)
-            _check_stream_options(request)
-            worker = await self.resolve(request.model)
-            record.workers.append(worker)
+        async def attempt(worker: str) -> WorkerGeneration:
             facts = await self.worker_facts(worker, request.model)
             if facts.template is None:
                 raise worker_broken("the worker has no conversation template for this model")
@@ -533,46 +541,54 @@ class OpenAIService:
                 worker, request.model, prompt, requested, name, facts.context_len, "messages"
             )
             params = generate_params(request, prompt, max_new, template_stops(facts.template))
-            generation = await self.open_generation(worker, params, request_id, record, "messages")
-            return request, [generation]
+            return await self.open_generation(worker, params, request_id, record, "messages")
 
-        request, generations = await self._guarded(record, prepare())
-        return await self._answer(request, generations, record, chat=True)
-
-    async def completion(self, body: bytes, completion_id: str, request_id: str) -> Answer:
-        record = self.record("completions", completion_id, request_id)
-
-        async def open_one(request: CompletionRequest, prompt: str) -> WorkerGeneration:
-            worker = await self.resolve(request.model)
-            record.workers.append(worker)
-            facts = await self.worker_facts(worker, request.model)
-            max_new = await self.max_new_tokens(
-                worker,
-                request.model,
-                prompt,
-                request.max_tokens,
-                "max_tokens",
-                facts.context_len,
-                "prompt",
-            )
-            params = generate_params(request, prompt, max_new, echo=bool(request.echo))
-            return await self.open_generation(worker, params, request_id, record, "prompt")
-
-        async def prepare() -> tuple[CompletionRequest, list[WorkerGeneration]]:
-            request = parse_request(CompletionRequest, body)
+        async def prepare() -> list[WorkerGeneration]:
             record.describe(request)
             _check_stream_options(request)
-            prompts = request.prompts()
-            tasks = [asyncio.ensure_future(open_one(request, p)) for p in prompts]
+            return [await self.on_a_worker(request.model, record, attempt)]
+
+        generations = await self._guarded(record, prepare())
+        return await self._answer(request, generations, record, chat=True)
+
+    async def completion(
+        self, request: CompletionRequest, completion_id: str, request_id: str
+    ) -> Answer:
+        record = self.record("completions", completion_id, request_id)
+
+        def attempt_for(prompt: str) -> Callable[[str], Awaitable[WorkerGeneration]]:
+            async def attempt(worker: str) -> WorkerGeneration:
+                facts = await self.worker_facts(worker, request.model)
+                max_new = await self.max_new_tokens(
+                    worker,
+                    request.model,
+                    prompt,
+                    request.max_tokens,
+                    "max_tokens",
+                    facts.context_len,
+                    "prompt",
+                )
+                params = generate_params(request, prompt, max_new, echo=bool(request.echo))
+                return await self.open_generation(worker, params, request_id, record, "prompt")
+
+            return attempt
+
+        async def prepare() -> list[WorkerGeneration]:
+            record.describe(request)
+            _check_stream_options(request)
+            tasks = [
+                asyncio.ensure_future(self.on_a_worker(request.model, record, attempt_for(p)))
+                for p in request.prompts()
+            ]
             results = await asyncio.gather(*tasks, return_exceptions=True)
             opened = [r for r in results if isinstance(r, WorkerGeneration)]
             failure = next((r for r in results if isinstance(r, BaseException)), None)
             if failure is not None:
                 await close_all(opened)
                 raise failure
-            return request, opened
+            return opened
 
-        request, generations = await self._guarded(record, prepare())
+        generations = await self._guarded(record, prepare())
         return await self._answer(request, generations, record, chat=False)
 
     async def _answer(

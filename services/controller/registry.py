@@ -1,7 +1,9 @@
 """Worker registry kept in Redis, so that several controllers share it and restarts lose nothing.
 
 Each worker is a Redis hash that expires ``expiration`` seconds after its last heartbeat, so a
-worker that stops heartbeating leaves routing by itself; no sweeper thread is needed.
+worker that stops heartbeating leaves routing by itself; no sweeper thread is needed. Every worker
+expires so, whatever its registration's ``check_heart_beat`` said (FastChat let a worker opt out,
+which kept a dead or fake worker routable for ever).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Collection
 from typing import Literal
 
 from redis.asyncio import Redis
@@ -21,15 +24,16 @@ log = logging.getLogger(__name__)
 
 DispatchMethod = Literal["lottery", "shortest_queue"]
 
+# A worker's self-reported speed weighs dispatch; bounded so that none can claim all the traffic.
+MIN_SPEED, MAX_SPEED = 0.1, 10.0
+
 # Update a worker's hash only if it still exists (a plain HSET would resurrect an expired worker
 # as a hash without TTL). KEYS[1] = worker hash; ARGV = field, value, [field, value...], ttl_ms.
 _UPDATE_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local ttl = tonumber(ARGV[#ARGV])
 for i = 1, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if ttl > 0 and redis.call('HGET', KEYS[1], 'check_heart_beat') == '1' then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
+redis.call('PEXPIRE', KEYS[1], ttl)
 return 1
 """
 
@@ -70,13 +74,15 @@ class WorkerRegistry:
         check_heart_beat: bool = True,
         multimodal: bool = False,
     ) -> bool:
-        """Store a worker; returns True when it was not registered before."""
+        """Store a worker (its speed bounded to [MIN_SPEED, MAX_SPEED]); returns True when it was
+        not registered before. ``check_heart_beat`` is kept for listings only: the worker expires
+        without heartbeats all the same."""
         key = self._keys.worker(name)
         now = time.time()
         existed = bool(await self._redis.exists(key))
         mapping = {
             "model_names": json.dumps(status.model_names),
-            "speed": status.speed,
+            "speed": min(max(status.speed, MIN_SPEED), MAX_SPEED),
             "queue_length": status.queue_length,
             "check_heart_beat": "1" if check_heart_beat else "0",
             "multimodal": "1" if multimodal else "0",
@@ -85,10 +91,7 @@ class WorkerRegistry:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)
             pipe.hsetnx(key, "registered_at", now)
-            if check_heart_beat:
-                pipe.pexpire(key, self._ttl_ms)
-            else:
-                pipe.persist(key)
+            pipe.pexpire(key, self._ttl_ms)
             pipe.sadd(self._keys.workers, name)
             # Models seen served: later requests for them get 503 (retry), not 404, while no
             # worker is up (see the OpenAI API's KnownModels).
@@ -146,9 +149,12 @@ class WorkerRegistry:
     async def workers_for_model(self, model: str) -> list[WorkerInfo]:
         return [w for w in (await self.workers()).values() if model in w.model_names]
 
-    async def pick_worker(self, model: str, method: DispatchMethod) -> str | None:
-        """Choose a worker for ``model``; None when no live worker serves it."""
-        candidates = await self.workers_for_model(model)
+    async def pick_worker(
+        self, model: str, method: DispatchMethod, exclude: Collection[str] = ()
+    ) -> str | None:
+        """Choose a worker for ``model`` other than those in ``exclude`` (tried already); None
+        when no such live worker serves it."""
+        candidates = [w for w in await self.workers_for_model(model) if w.name not in exclude]
         if not candidates:
             return None
         if method == "lottery":

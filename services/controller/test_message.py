@@ -12,7 +12,7 @@ import sys
 
 import httpx
 
-from services.controller.auth import bearer_header
+from shared.auth import bearer_header
 from shared.cli import SettingsParser
 from shared.conversation import Conversation
 from shared.settings import ClientSettings
@@ -81,7 +81,8 @@ def send(
     """Print the exchange as it streams; return the final reply."""
     if worker is None:
         worker, model = _dispatch(controller, model, api_key)
-    with httpx.Client(timeout=30) as client:
+    # Workers take the same key as the controller (or the worker token).
+    with httpx.Client(timeout=30, headers=bearer_header(api_key)) as client:
         if model is None:
             status = client.post(f"{worker}/worker_get_status").raise_for_status().json()
             model = status["model_names"][0]

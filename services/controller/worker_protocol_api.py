@@ -2,8 +2,8 @@
 
 Workers register, send heartbeats and leave; clients list models, ask for a worker's address, or
 have the controller relay a generation to a worker serving the model. Errors keep FastChat's
-shape (``{"text", "error_code"}``, streamed as a chunk on the streaming route). These routes are
-open: API keys guard only /v1.
+shape (``{"text", "error_code"}``, streamed as a chunk on the streaming route). Who may call which
+route is decided before any of them runs (``auth.py``).
 """
 
 from __future__ import annotations
@@ -11,20 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from services.controller.proxy import (
-    error_chunk,
-    open_worker_stream,
-    relay_stream,
-    request_id_headers,
-)
+from services.controller.proxy import Answer, forward, request_id_headers, stream_generation
 from services.controller.workers import Controller
-from shared.constants import ErrorCode
 from shared.contracts import REQUEST_ID_HEADER
-from shared.http_errors import APIError, error_response
 from shared.schemas import (
     HeartbeatRequest,
     HeartbeatResponse,
@@ -54,17 +46,10 @@ def controller_of(request: Request) -> Controller:
 
 @router.post("/register_worker")
 async def register_worker(body: RegisterWorkerRequest, request: Request) -> None:
-    """Without ``worker_status`` the controller asks the worker for it."""
-    c = controller_of(request)
-    status = body.worker_status or await c.fetch_status(body.worker_name)
-    if status is None:
-        raise APIError(
-            502,
-            f"Could not read the status of worker {body.worker_name}; not registered.",
-            ErrorCode.CONTROLLER_WORKER_TIMEOUT,
-            "worker_name",
-        )
-    await c.registry.register(body.worker_name, status, body.check_heart_beat, body.multimodal)
+    """The controller reads the worker's status from its address itself (``worker_status`` in
+    the body is ignored: a caller could claim any model and speed); an address that does not
+    answer is not registered (400 naming ``worker_name``)."""
+    await controller_of(request).admit(body.worker_name, body.check_heart_beat, body.multimodal)
 
 
 @router.post("/receive_heart_beat")
@@ -132,71 +117,30 @@ async def worker_get_status(request: Request) -> WorkerStatus:
     )
 
 
-def _one_chunk(message: str, code: ErrorCode) -> StreamingResponse:
-    chunk = error_chunk(message, code)
-    return StreamingResponse(iter([chunk]), media_type="application/octet-stream")
-
-
-def _passthrough(response: httpx.Response, content: bytes) -> PlainTextResponse:
-    return PlainTextResponse(
-        content,
-        status_code=response.status_code,
-        media_type=response.headers.get("content-type", "application/json"),
-    )
+def _respond(answer: Answer) -> Response:
+    if answer.stream is not None:
+        return StreamingResponse(answer.stream, media_type=answer.media_type)
+    return Response(answer.content, status_code=answer.status, media_type=answer.media_type)
 
 
 @router.post("/worker_generate_stream")
-async def worker_generate_stream(body: ModelRequest, request: Request) -> Any:
-    """Relay a worker's NUL-framed stream; no worker or a lost one is a final error chunk."""
-    c = controller_of(request)
+async def worker_generate_stream(body: ModelRequest, request: Request) -> Response:
+    """Relay a worker's NUL-framed stream. A worker that fails before its first chunk is
+    replaced by another; no worker, or none left, is a final error chunk."""
     payload = await request.json()
-    worker = await c.registry.pick_worker(body.model, c.dispatch_method)
-    if worker is None:
-        return _one_chunk(
-            f"No worker is serving model '{body.model}'.", ErrorCode.CONTROLLER_NO_WORKER
-        )
     headers = request_id_headers(request.headers.get(REQUEST_ID_HEADER))
-    try:
-        response = await open_worker_stream(
-            c.client, worker, payload, c.settings.worker_api_timeout, headers
-        )
-    except httpx.HTTPError as exc:
-        log.warning("event=worker_unreachable worker=%s error=%r", worker, exc)
-        return _one_chunk(
-            f"The worker {worker} for model '{body.model}' could not be reached ({exc!r}).",
-            ErrorCode.CONTROLLER_WORKER_TIMEOUT,
-        )
-    if response.status_code != 200:
-        content = await response.aread()
-        await response.aclose()
-        return _passthrough(response, content)
-    return StreamingResponse(relay_stream(response, worker), media_type="application/octet-stream")
-
-
-async def _forward(request: Request, path: str) -> Any:
-    """Forward a non-streaming call to a worker serving ``model``; 404 JSON if none."""
     c = controller_of(request)
-    payload = await request.json()
-    worker = await c.worker_for(ModelRequest.model_validate(payload).model)
-    headers = request_id_headers(request.headers.get(REQUEST_ID_HEADER))
-    try:
-        response = await c.client.post(f"{worker}{path}", json=payload, headers=headers)
-    except httpx.TimeoutException as exc:
-        return error_response(
-            504, f"Worker {worker} timed out ({exc!r}).", ErrorCode.CONTROLLER_WORKER_TIMEOUT
-        )
-    except httpx.HTTPError as exc:
-        return error_response(
-            502,
-            f"Worker {worker} could not be reached ({exc!r}).",
-            ErrorCode.CONTROLLER_WORKER_TIMEOUT,
-        )
-    return _passthrough(response, response.content)
+    return _respond(await stream_generation(c, body.model, payload, headers))
 
 
 def _forwarding_route(path: str) -> Any:
-    async def route(body: ModelRequest, request: Request) -> Any:
-        return await _forward(request, path)
+    async def route(body: ModelRequest, request: Request) -> Response:
+        """Forwarded to a worker serving ``model`` (another one if it fails to answer); 404
+        JSON when none serves it."""
+        payload = await request.json()
+        headers = request_id_headers(request.headers.get(REQUEST_ID_HEADER))
+        c = controller_of(request)
+        return _respond(await forward(c, path, body.model, payload, headers))
 
     return route
 

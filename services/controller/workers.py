@@ -1,5 +1,6 @@
 """The controller's view of its model workers: who serves what (the registry in Redis), an HTTP
-client to reach them, and the settings that time those calls. No routes here."""
+client to reach them (it sends the worker token on every call), and the settings that time those
+calls. No routes here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import httpx
 from pydantic import ValidationError
 
+from services.controller.failover import Failover
 from services.controller.registry import DispatchMethod, WorkerRegistry
 from shared.constants import ErrorCode
 from shared.http_errors import APIError
@@ -19,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class Controller:
-    """What the worker-protocol routes need: the registry, an HTTP client for workers, and
-    the settings."""
+    """What the worker-protocol routes need: the registry, an HTTP client for workers, the
+    failover policy, and the settings."""
 
     def __init__(
         self, registry: WorkerRegistry, client: httpx.AsyncClient, settings: ControllerSettings
@@ -28,6 +30,7 @@ class Controller:
         self.registry = registry
         self.client = client
         self.settings = settings
+        self.failover = Failover(registry, settings.dispatch_method, settings.worker_retries)
 
     @property
     def dispatch_method(self) -> DispatchMethod:
@@ -40,9 +43,23 @@ class Controller:
             )
             response.raise_for_status()
             return WorkerStatus.model_validate(response.json())
-        except (httpx.HTTPError, ValidationError, ValueError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValidationError, ValueError) as exc:
             log.warning("event=status_poll_failed worker=%s error=%r", worker, exc)
             return None
+
+    async def admit(self, worker: str, check_heart_beat: bool, multimodal: bool) -> None:
+        """Register ``worker`` with the status it answers itself at its address; one that does
+        not answer is refused (400 naming ``worker_name``: the caller named an unusable address)."""
+        status = await self.fetch_status(worker)
+        if status is None:
+            raise APIError(
+                400,
+                f"worker_name: {worker} did not answer POST /worker_get_status with its status; "
+                "not registered.",
+                ErrorCode.CONTROLLER_WORKER_TIMEOUT,
+                "worker_name",
+            )
+        await self.registry.register(worker, status, check_heart_beat, multimodal)
 
     async def refresh(self) -> None:
         """Ask every registered worker for its status; drop those that do not answer."""
@@ -53,14 +70,3 @@ class Controller:
                 await self.registry.remove(name)
             else:
                 await self.registry.register(name, status, info.check_heart_beat, info.multimodal)
-
-    async def worker_for(self, model: str) -> str:
-        address = await self.registry.pick_worker(model, self.dispatch_method)
-        if address is None:
-            raise APIError(
-                404,
-                f"No worker is serving model '{model}'.",
-                ErrorCode.CONTROLLER_NO_WORKER,
-                "model",
-            )
-        return address

@@ -11,6 +11,7 @@ from shared.celery_app import run_worker, train_queue
 from shared.cli import SettingsParser
 from shared.logging_setup import configure_logging
 from shared.settings import CommonSettings, TrainerSettings
+from shared.trainers import announce_capacity_when_ready
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from services.trainer.tasks import app
 
+    announce_capacity_when_ready(app, gpus)  # the controller refuses jobs needing more
     run_worker(app, queues, "trainer", common.log_level)
 
 

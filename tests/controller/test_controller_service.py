@@ -93,7 +93,7 @@ def test_a_killed_worker_leaves_routing_within_seconds(running: tuple) -> None:
     proc.kill()
     started = time.monotonic()
     assert wait_until(lambda: models(controller_url) == [], 10)
-    # expiration is 3 s in these tests (6 s by default; the original took 90-180 s)
+    # expiration is 3 s (the default; the original took 90-180 s)
     assert time.monotonic() - started < 5
     _, chunks = stream(f"{controller_url}/worker_generate_stream", {"model": "tiny", "prompt": "x"})
     assert chunks[0]["error_code"] == 50005
@@ -137,21 +137,18 @@ def test_worker_started_before_the_controller_registers_when_it_comes_up(
     assert wait_until(lambda: models(controller_url) == ["tiny-llama"], 15)
 
 
-def test_unreachable_worker_gives_a_timeout_chunk(controller: Callable[..., str]) -> None:
-    controller_url = controller()
-    dead = f"http://127.0.0.1:{free_port()}"
-    register = {
-        "worker_name": dead,
-        "check_heart_beat": False,
-        "worker_status": {"model_names": ["ghost"], "speed": 1, "queue_length": 0},
-    }
-    assert httpx.post(f"{controller_url}/register_worker", json=register).status_code == 200
-    _, chunks = stream(
-        f"{controller_url}/worker_generate_stream", {"model": "ghost", "prompt": "x"}
-    )
+def test_a_worker_that_refuses_connections_leaves_routing_at_once(running: tuple) -> None:
+    controller_url, worker_url, proc = running
+    proc.kill()  # no goodbye: its registration would last until it expires (3 s here)
+    _, chunks = stream(f"{controller_url}/worker_generate_stream", {"model": "tiny", "prompt": "x"})
     assert chunks[0]["error_code"] == 50006
-    assert dead in chunks[0]["text"]
-    # refresh_all_workers polls every worker and drops those that do not answer
+    assert worker_url in chunks[0]["text"]
+    assert models(controller_url) == []  # at once, not when its heartbeats expire
+
+
+def test_refresh_drops_the_workers_that_do_not_answer(running: tuple) -> None:
+    controller_url, _, proc = running
+    proc.kill()
     httpx.post(f"{controller_url}/refresh_all_workers").raise_for_status()
     assert models(controller_url) == []
 
@@ -183,14 +180,18 @@ def test_malformed_json_is_a_400(controller: Callable[..., str]) -> None:
     assert "malformed JSON" in response.json()["text"]
 
 
-def test_registration_of_an_unreachable_worker_without_status_is_refused(
-    controller: Callable[..., str],
+@pytest.mark.parametrize("claimed", [None, {"model_names": ["ghost"], "speed": 1}])
+def test_registration_of_an_address_that_does_not_answer_is_refused(
+    controller: Callable[..., str], claimed: dict | None
 ) -> None:
+    """Whatever status the caller claims for it: the controller asks the address itself."""
     controller_url = controller()
     dead = f"http://127.0.0.1:{free_port()}"
-    response = httpx.post(f"{controller_url}/register_worker", json={"worker_name": dead})
-    assert response.status_code == 502
+    body = {"worker_name": dead, "check_heart_beat": False, "worker_status": claimed}
+    response = httpx.post(f"{controller_url}/register_worker", json=body)
+    assert response.status_code == 400
     assert response.json()["param"] == "worker_name"
+    assert dead in response.json()["text"]
     assert models(controller_url) == []
 
 

@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from shared.stores import Stores
+from shared.trainers import announce, live_trainers
+from tests.support import ServiceProcess, wait_until
 
 Queued = Callable[[str], list[dict]]
 
@@ -93,6 +95,45 @@ def test_jobs_needing_gpus_go_to_a_gpu_queue(
 ) -> None:
     create(api, body(gpus=4))
     assert len(queued("train-gpu-4")) == 1
+
+
+def test_a_job_needing_more_gpus_than_every_live_trainer_offers_is_refused(
+    api: str, body: Callable[..., dict], queued: Queued, stores: Stores
+) -> None:
+    announce(stores.client, stores.keys, "trainer-a", 2)
+    announce(stores.client, stores.keys, "trainer-b", 1)
+    refused = httpx.post(f"{api}/v1/fine_tuning/jobs", json=body(gpus=3))
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert (error["param"], error["code"]) == ("gpus", "invalid_fine_tuning_job")
+    assert error["message"].startswith("gpus: 3 GPUs is more than any running trainer offers")
+    assert queued("train-gpu-3") == []
+    create(api, body(gpus=2))
+    assert len(queued("train-gpu-2")) == 1
+    # Trainers that stopped renewing their announcement no longer count.
+    announce(stores.client, stores.keys, "trainer-a", 2, ttl=0.1)
+    assert wait_until(lambda: live_trainers(stores.client, stores.keys) == {"trainer-b": 1}, 5)
+    assert httpx.post(f"{api}/v1/fine_tuning/jobs", json=body(gpus=2)).status_code == 400
+
+
+def test_a_running_trainer_announces_its_gpus_until_it_stops(
+    controller: Callable[..., str],
+    service: Callable[..., ServiceProcess],
+    folders: dict[str, str],
+    body: Callable[..., dict],
+    stores: Stores,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    env = {**folders, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix}
+    api = controller(env=env)
+    trainer = service("services.trainer", "--gpus", "2", env=env)
+    assert wait_until(lambda: list(live_trainers(stores.client, stores.keys).values()) == [2], 60)
+    refused = httpx.post(f"{api}/v1/fine_tuning/jobs", json=body(gpus=3))
+    assert (refused.status_code, refused.json()["error"]["param"]) == (400, "gpus")
+    trainer.stop()  # a clean stop withdraws at once (a killed one lapses within 15 s)
+    assert live_trainers(stores.client, stores.keys) == {}
+    create(api, body(gpus=3))  # no trainer live: queued, as it may come
 
 
 def test_a_preset_fills_in_its_recipe_and_the_body_wins(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,12 +14,10 @@ import httpx
 import openai
 import pytest
 import redis
-import uvicorn
-from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from shared.conversation import get_conv_template
 from shared.worker_protocol import encode_chunk
+from tests.controller.stand_in import StandInWorker, one_snapshot
 from tests.support import ServiceProcess, free_port, post_json_text, post_streamed, wait_until
 
 MODEL = "tiny"
@@ -274,6 +271,26 @@ def test_bad_parameters_are_bad_requests(stack: Stack, fields: dict, param: str)
     assert caught.value.type == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("path", "fields", "param"),
+    [
+        ("/v1/chat/completions", {"seed": 2**63}, "seed"),
+        ("/v1/chat/completions", {"max_tokens": 10**30}, "max_tokens"),
+        ("/v1/completions", {"max_tokens": 2**63}, "max_tokens"),
+        ("/v1/completions", {"stop_token_ids": [2**40]}, "stop_token_ids[0]"),
+    ],
+)
+def test_integers_too_large_for_a_worker_are_400_naming_the_field(
+    stack: Stack, path: str, fields: dict, param: str
+) -> None:
+    base = {"model": MODEL, "messages": USER} if "chat" in path else {"model": MODEL, "prompt": "x"}
+    response = httpx.post(f"{stack.url}{path}", json={**base, **fields})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["type"]) == (param, "invalid_request_error")
+    assert error["message"].startswith(f"{param}: ")
+
+
 def test_malformed_json_and_context_overflow_are_400(stack: Stack) -> None:
     response = post_json_text(f"{stack.url}/v1/chat/completions", b'{"model": ')
     assert response.status_code == 400
@@ -286,8 +303,8 @@ def test_malformed_json_and_context_overflow_are_400(stack: Stack) -> None:
     assert caught.value.param == "suffix"
 
 
-def test_api_keys_guard_only_the_v1_routes(controller: Callable[..., str]) -> None:
-    url = controller("--api-keys", "k1,k2")
+def test_api_keys_guard_every_route_but_the_health_checks(controller: Callable[..., str]) -> None:
+    url = controller("--api-keys", "k1,k2")  # the old spelling of --controller-api-keys
     with pytest.raises(openai.AuthenticationError) as caught:
         sdk(url, api_key="wrong").models.list()
     assert caught.value.code == "invalid_api_key"
@@ -296,57 +313,12 @@ def test_api_keys_guard_only_the_v1_routes(controller: Callable[..., str]) -> No
     missing = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": USER})
     assert missing.status_code == 401
     assert missing.json()["error"]["code"] == "invalid_api_key"
-    assert httpx.post(f"{url}/list_models").status_code == 200  # worker protocol stays open
+    refused = httpx.post(f"{url}/list_models")  # the worker protocol too, in its own shape
+    assert refused.status_code == 401 and refused.json()["error_code"] == 40101
+    keyed = httpx.post(f"{url}/list_models", headers={"Authorization": "Bearer k1"})
+    assert keyed.json() == {"models": []}
     assert httpx.get(f"{url}/test_connection").text == "success"
-
-
-class StandInWorker:
-    """A worker double (FastAPI + uvicorn in a thread) for failure modes a real worker cannot
-    be made to show on demand: overload, and dying right after serving."""
-
-    def __init__(self, generate: Callable[[], Response]) -> None:
-        self.calls = 0
-        self.port = free_port()
-        self.address = f"http://127.0.0.1:{self.port}"
-        app = FastAPI()
-
-        @app.post("/worker_get_conv_template")
-        async def conv_template() -> dict:
-            return {"conv": get_conv_template("vicuna_v1.1").dict()}
-
-        @app.post("/model_details")
-        async def model_details() -> dict:
-            return {"context_length": 2048}
-
-        @app.post("/worker_generate_stream")
-        async def generate_stream() -> Response:
-            self.calls += 1
-            return generate()
-
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> StandInWorker:
-        self.thread.start()
-        assert wait_until(lambda: self.server.started, 10)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def register(self, controller_url: str, model: str) -> None:
-        """Registered without heartbeats, so it stays listed until unregistered."""
-        body = {
-            "worker_name": self.address,
-            "check_heart_beat": False,
-            "worker_status": {"model_names": [model], "speed": 1, "queue_length": 0},
-        }
-        assert httpx.post(f"{controller_url}/register_worker", json=body).status_code == 200
-
-    def unregister(self, controller_url: str) -> None:
-        httpx.post(f"{controller_url}/unregister_worker", json={"worker_name": self.address})
+    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
 
 
 @pytest.fixture
@@ -354,51 +326,42 @@ def stand_in(stack: Stack) -> Iterator[Callable[..., StandInWorker]]:
     started: list[StandInWorker] = []
 
     def start(generate: Callable[[], Response], model: str) -> StandInWorker:
-        double = StandInWorker(generate).start()
+        double = StandInWorker([model], generate).start()
         started.append(double)
-        double.register(stack.url, model)
-        return double
+        return double.join(stack.url)
 
     yield start
     for double in started:
-        double.unregister(stack.url)
+        double.leave(stack.url)
         double.stop()
 
 
-def one_snapshot() -> Response:
-    chunk = {
-        "text": "ok",
-        "error_code": 0,
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-        "finish_reason": "stop",
-    }
-    return Response(encode_chunk(chunk), media_type="application/octet-stream")
-
-
-def test_sdk_retries_twice_on_503_when_the_worker_is_gone(
+def test_sdk_retries_on_503_when_the_worker_is_gone(
     stack: Stack, stand_in: Callable[..., StandInWorker]
 ) -> None:
     double = stand_in(one_snapshot, "doomed")
     answer = sdk(stack.url).chat.completions.create(model="doomed", messages=USER, max_tokens=2)
     assert answer.choices[0].message.content == "ok"
-    double.stop()  # killed without a goodbye: the registry still lists it
+    double.stop()  # killed without a goodbye: the registry still lists it until it expires
 
     status = {"endpoint": "chat.completions", "status": "503"}
     before = metric(stack.url, "camelchat_openai_requests_total", **status)
+    with pytest.raises(openai.InternalServerError) as caught:
+        sdk(stack.url).chat.completions.create(model="doomed", messages=USER, max_tokens=2)
+    assert caught.value.status_code == 503
+    assert caught.value.code == "worker_unavailable"
+    # It refused the connection: it left routing at once, and no other worker serves the model.
+    workers = httpx.get(f"{stack.url}/list_workers").json()["workers"]
+    assert double.address not in [w["name"] for w in workers]
+
+    # The model is still known: 503 (the SDK retries), not 404.
     with pytest.raises(openai.InternalServerError) as caught:
         sdk(stack.url, max_retries=2).chat.completions.create(
             model="doomed", messages=USER, max_tokens=2
         )
     assert caught.value.status_code == 503
-    assert caught.value.code == "worker_unavailable"
-    assert metric(stack.url, "camelchat_openai_requests_total", **status) - before == 3
-
-    # Once the registry has dropped it, the model is still known: 503 (retry), not 404.
-    double.unregister(stack.url)
-    with pytest.raises(openai.InternalServerError) as caught:
-        sdk(stack.url).chat.completions.create(model="doomed", messages=USER)
-    assert caught.value.status_code == 503
     assert caught.value.code == "model_unavailable"
+    assert metric(stack.url, "camelchat_openai_requests_total", **status) - before == 4
 
 
 def fails_mid_stream() -> Response:

@@ -4,9 +4,12 @@ errors. No processes, no network."""
 from __future__ import annotations
 
 import json
+from typing import TypeVar
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
+from services.controller.field_errors import InvalidFields, problems_of
 from services.controller.openai_convert import (
     ChunkWriter,
     DeltaTracker,
@@ -18,6 +21,7 @@ from services.controller.openai_convert import (
 )
 from services.controller.openai_errors import (
     OpenAIError,
+    from_invalid_fields,
     from_worker_code,
     from_worker_response,
 )
@@ -27,9 +31,18 @@ from services.controller.openai_protocol import (
     CompletionRequest,
     Usage,
 )
-from services.controller.openai_service import parse_request
 from shared.conversation import chat_template_conversation, get_conv_template
 from tests.support import CHATML_TEMPLATE
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_request(model: type[M], body: bytes) -> M:
+    """``body`` as the /v1 routes read it: the model, or their 400 naming the field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise from_invalid_fields(InvalidFields(problems_of(exc.errors()))) from None
 
 
 def messages(*pairs: tuple[str, object]) -> list[ChatMessage]:
@@ -193,6 +206,14 @@ def test_max_completion_tokens_wins_over_max_tokens() -> None:
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"model": ""}, "model"),
+        # Integers the workers could not hold: a 400 here, not an overflow there.
+        ({"seed": 2**63}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"max_tokens": 10**30}, "max_tokens"),
+        ({"max_completion_tokens": 2**31}, "max_completion_tokens"),
+        ({"top_k": 2**40}, "top_k"),
+        ({"stop_token_ids": [1, 2**40]}, "stop_token_ids[1]"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids[0]"),
     ],
 )
 def test_bad_fields_are_400_naming_the_field(fields: dict, param: str) -> None:
@@ -215,7 +236,7 @@ def test_malformed_or_non_object_bodies_are_400(body: bytes) -> None:
     with pytest.raises(OpenAIError) as caught:
         parse_request(ChatCompletionRequest, body)
     assert caught.value.status_code == 400
-    assert caught.value.param is None
+    assert caught.value.param == "body"
 
 
 @pytest.mark.parametrize(
@@ -226,6 +247,8 @@ def test_malformed_or_non_object_bodies_are_400(body: bytes) -> None:
         ({"prompt": [1, 2, 3]}, "prompt"),
         ({"logprobs": 1}, "logprobs"),
         ({"best_of": 2}, "best_of"),
+        ({"max_tokens": 2**31}, "max_tokens"),
+        ({"seed": 2**64}, "seed"),
     ],
 )
 def test_unsupported_completion_fields_are_refused(fields: dict, param: str) -> None:

@@ -12,7 +12,12 @@ import httpx
 import pytest
 
 from services.controller.openai_errors import OpenAIError
-from services.controller.openai_protocol import ChatCompletion, Completion
+from services.controller.openai_protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+)
 from services.controller.openai_service import OpenAIService
 from shared.conversation import get_conv_template
 from shared.schemas import WorkerInfo
@@ -20,6 +25,7 @@ from shared.settings import ControllerSettings
 from shared.worker_protocol import encode_chunk
 
 WORKER = "http://worker-a:1"
+OTHER = "http://worker-b:1"
 
 
 def snapshots(texts: Sequence[str], finish: str = "stop", prompt_tokens: int = 5) -> list[dict]:
@@ -53,6 +59,7 @@ class FakeWorker:
         self.generate_headers: dict[str, str] = {}
         self.generate_body: dict[str, Any] = {}
         self.refuse = False
+        self.slow = False
         self.calls: list[httpx.Request] = []
 
     def paths(self) -> list[str]:
@@ -66,6 +73,8 @@ class FakeWorker:
         path = request.url.path
         if self.refuse:
             raise httpx.ConnectError("connection refused", request=request)
+        if self.slow and path == "/worker_generate_stream":
+            raise httpx.ReadTimeout("no answer in time", request=request)
         if path == "/worker_get_conv_template":
             return httpx.Response(200, json={"conv": get_conv_template("vicuna_v1.1").dict()})
         if path == "/model_details":
@@ -84,16 +93,22 @@ class FakeWorker:
 
 
 class FakeRegistry:
-    def __init__(self, served: dict[str, str]) -> None:
+    """Workers of each model, picked in order (the first not tried yet)."""
+
+    def __init__(self, served: dict[str, list[str]]) -> None:
         self.served = served
 
-    async def pick_worker(self, model: str, method: str) -> str | None:
-        return self.served.get(model)
+    async def pick_worker(self, model: str, method: str, exclude: Sequence[str] = ()) -> str | None:
+        return next((w for w in self.served.get(model, []) if w not in exclude), None)
+
+    async def remove(self, worker: str) -> None:
+        self.served = {m: [w for w in ws if w != worker] for m, ws in self.served.items()}
 
     async def workers(self) -> dict[str, WorkerInfo]:
         names: dict[str, list[str]] = {}
-        for model, worker in self.served.items():
-            names.setdefault(worker, []).append(model)
+        for model, workers in self.served.items():
+            for worker in workers:
+                names.setdefault(worker, []).append(model)
         return {w: WorkerInfo(name=w, model_names=m, registered_at=100.0) for w, m in names.items()}
 
 
@@ -117,20 +132,34 @@ def fake() -> FakeWorker:
 
 
 @pytest.fixture
-async def service(fake: FakeWorker) -> AsyncIterator[OpenAIService]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
+def other() -> FakeWorker:
+    """A second worker of "m", tried when the first fails."""
+    return FakeWorker(snapshots(["Fr", "From B"]))
+
+
+@pytest.fixture
+async def service(fake: FakeWorker, other: FakeWorker) -> AsyncIterator[OpenAIService]:
+    by_host = {httpx.URL(WORKER).host: fake, httpx.URL(OTHER).host: other}
+    transport = httpx.MockTransport(lambda request: by_host[request.url.host](request))
+    async with httpx.AsyncClient(transport=transport) as client:
         yield OpenAIService(
-            FakeRegistry({"m": WORKER}),  # type: ignore[arg-type]
+            FakeRegistry({"m": [WORKER]}),  # type: ignore[arg-type]
             FakeKnown(),  # type: ignore[arg-type]
             client,
             ControllerSettings(),
         )
 
 
-def body(**fields: Any) -> bytes:
-    return json.dumps(
+def serve_with_both(service: OpenAIService) -> FakeRegistry:
+    registry = service._registry  # type: ignore[attr-defined]
+    registry.served["m"] = [WORKER, OTHER]
+    return registry
+
+
+def body(**fields: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
         {"model": "m", "messages": [{"role": "user", "content": "Hi"}], **fields}
-    ).encode()
+    )
 
 
 async def events(answer: Any) -> list[Any]:
@@ -281,18 +310,117 @@ async def test_unknown_model_is_404_and_a_known_one_without_worker_is_503(
     assert (caught.value.status_code, caught.value.param) == (503, "model")
 
 
-async def test_an_unreachable_worker_is_503_and_its_facts_are_forgotten(
+async def test_an_unreachable_worker_is_503_leaves_routing_and_its_facts_are_forgotten(
     service: OpenAIService, fake: FakeWorker
 ) -> None:
     await service.chat_completion(body(max_tokens=4), "c", "r")
     fake.refuse = True
     with pytest.raises(OpenAIError) as caught:
         await service.chat_completion(body(max_tokens=4), "c", "r")
-    assert caught.value.status_code == 503
+    assert (caught.value.status_code, caught.value.code) == (503, "worker_unavailable")
+    registry = service._registry  # type: ignore[attr-defined]
+    assert registry.served == {"m": []}
+    # It comes back (its next heartbeat registers it again): its facts are asked again.
     fake.refuse = False
     fake.calls.clear()
+    registry.served["m"] = [WORKER]
     await service.chat_completion(body(max_tokens=4), "c", "r")
     assert "/worker_get_conv_template" in fake.paths()
+
+
+# ---- failover ---------------------------------------------------------------------------
+
+
+async def test_a_refused_request_goes_to_another_worker_and_the_refuser_leaves(
+    service: OpenAIService, fake: FakeWorker, other: FakeWorker
+) -> None:
+    registry = serve_with_both(service)
+    fake.refuse = True
+    answer = await service.chat_completion(body(max_tokens=4), "c", "r")
+    assert isinstance(answer, ChatCompletion)
+    assert answer.choices[0].message.content == "From B"
+    assert registry.served["m"] == [OTHER]
+    streamed = await events(await service.chat_completion(body(stream=True), "c", "r"))
+    assert streamed[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize(
+    ("status", "chunks"),
+    [
+        (503, None),
+        (429, None),
+        (500, None),
+        (200, []),  # the stream ends before any output
+        (200, [{"text": "Internal error while generating: boom", "error_code": 50001}]),
+    ],
+)
+async def test_a_failure_before_the_first_token_is_retried_elsewhere(
+    service: OpenAIService,
+    fake: FakeWorker,
+    other: FakeWorker,
+    status: int,
+    chunks: list[dict] | None,
+) -> None:
+    registry = serve_with_both(service)
+    fake.generate_status = status
+    fake.generate_body = {"text": "failing", "error_code": 50001}
+    if chunks is not None:
+        fake.chunks = chunks
+    got = await events(await service.chat_completion(body(stream=True, max_tokens=4), "c", "r"))
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in got[:-1])
+    assert text == "From B"
+    assert registry.served["m"] == [WORKER, OTHER]  # answered: it stays routable
+    completion = {"model": "m", "prompt": "x", "max_tokens": 4}
+    answer = await service.completion(CompletionRequest.model_validate(completion), "c", "r")
+    assert isinstance(answer, Completion) and answer.choices[0].text == "From B"
+
+
+async def test_a_bad_request_or_a_slow_worker_is_not_retried(
+    service: OpenAIService, fake: FakeWorker, other: FakeWorker
+) -> None:
+    serve_with_both(service)
+    fake.generate_status = 400
+    fake.generate_body = {"text": "max_new_tokens: too large", "error_code": 40302}
+    with pytest.raises(OpenAIError) as caught:
+        await service.chat_completion(body(max_tokens=4), "c", "r")
+    assert caught.value.status_code == 400
+    fake.generate_status = 200
+    fake.slow = True
+    with pytest.raises(OpenAIError) as caught:
+        await service.chat_completion(body(max_tokens=4), "c", "r")
+    assert caught.value.status_code == 504
+    assert "/worker_generate_stream" not in other.paths()
+
+
+async def test_an_error_after_the_first_token_is_not_retried(
+    service: OpenAIService, fake: FakeWorker, other: FakeWorker
+) -> None:
+    serve_with_both(service)
+    fake.chunks = [snapshots(["ab", "abc"])[0], {"text": "CUDA OOM", "error_code": 50002}]
+    got = await events(await service.chat_completion(body(stream=True), "c", "r"))
+    assert got[-2]["error"]["message"] == "CUDA OOM"
+    assert "/worker_generate_stream" not in other.paths()
+
+
+async def test_tries_are_bounded(fake: FakeWorker) -> None:
+    attempts: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        attempts.append(str(request.url.host))
+        raise httpx.ConnectError("connection refused", request=request)
+
+    workers = [f"http://w{i}:1" for i in range(5)]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+        service = OpenAIService(
+            FakeRegistry({"m": workers}),  # type: ignore[arg-type]
+            FakeKnown(),  # type: ignore[arg-type]
+            client,
+            ControllerSettings(worker_retries=1),
+        )
+        with pytest.raises(OpenAIError) as caught:
+            await service.chat_completion(body(max_tokens=4), "c", "r")
+    assert caught.value.status_code == 503
+    assert sorted(set(attempts)) == ["w0", "w1"]
 
 
 async def test_a_prompt_list_gives_one_choice_per_prompt(
@@ -300,7 +428,7 @@ async def test_a_prompt_list_gives_one_choice_per_prompt(
 ) -> None:
     fake.by_prompt = {"a": snapshots(["a1", "a1 a2"]), "b": snapshots(["b1"], finish="length")}
     request = {"model": "m", "prompt": ["a", "b"], "max_tokens": 3}
-    answer = await service.completion(json.dumps(request).encode(), "cmpl-1", "r")
+    answer = await service.completion(CompletionRequest.model_validate(request), "cmpl-1", "r")
     assert isinstance(answer, Completion)
     assert [(c.index, c.text, c.finish_reason) for c in answer.choices] == [
         (0, "a1 a2", "stop"),
@@ -310,7 +438,8 @@ async def test_a_prompt_list_gives_one_choice_per_prompt(
     assert [b["echo"] for b in fake.bodies("/worker_generate_stream")] == [False, False]
 
     stream = {**request, "stream": True, "stream_options": {"include_usage": True}}
-    got = await events(await service.completion(json.dumps(stream).encode(), "cmpl-2", "r"))
+    streamed = CompletionRequest.model_validate(stream)
+    got = await events(await service.completion(streamed, "cmpl-2", "r"))
     assert got[-1] == "[DONE]"
     text: dict[int, str] = {0: "", 1: ""}
     finished = {}

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from services.controller.registry import WorkerRegistry
+from services.controller.registry import MAX_SPEED, MIN_SPEED, WorkerRegistry
 from shared.redis_client import async_redis
 from shared.redis_keys import RedisKeys
 from shared.schemas import WorkerStatus
@@ -72,13 +72,35 @@ async def test_silent_worker_expires_and_heartbeat_does_not_resurrect_it(
     assert await redis.smembers(RedisKeys(redis_prefix).workers) == set()
 
 
-async def test_worker_without_heartbeat_check_never_expires(
+async def test_a_worker_that_opted_out_of_heartbeat_checks_expires_all_the_same(
     redis: Redis, redis_prefix: str
 ) -> None:
+    """FastChat let ``check_heart_beat: false`` keep a worker routable for ever, dead or fake."""
     reg = make(redis, redis_prefix, expiration=0.2)
     await reg.register(W1, status("m"), check_heart_beat=False)
+    assert (await reg.workers())[W1].check_heart_beat is False  # still listed as it asked
+    assert await reg.heartbeat(W1, 0) is True
     await asyncio.sleep(0.4)
-    assert await reg.models() == ["m"]
+    assert await reg.models() == []
+
+
+async def test_a_claimed_speed_is_bounded(redis: Redis, redis_prefix: str) -> None:
+    reg = make(redis, redis_prefix)
+    await reg.register(W1, status("m", speed=1000.0))
+    await reg.register(W2, status("m", speed=-5.0))
+    workers = await reg.workers()
+    assert (workers[W1].speed, workers[W2].speed) == (MAX_SPEED, MIN_SPEED)
+
+
+async def test_pick_skips_the_workers_a_request_tried_already(
+    redis: Redis, redis_prefix: str
+) -> None:
+    reg = make(redis, redis_prefix)
+    await reg.register(W1, status("m"))
+    await reg.register(W2, status("m", queue=5))
+    assert await reg.pick_worker("m", "shortest_queue", exclude=[W1]) == W2
+    assert await reg.pick_worker("m", "lottery", exclude=[W1]) == W2
+    assert await reg.pick_worker("m", "shortest_queue", exclude=[W1, W2]) is None
 
 
 async def test_heartbeat_updates_queue_length(redis: Redis, redis_prefix: str) -> None:
@@ -114,13 +136,14 @@ async def test_shortest_queue_weighs_by_speed(redis: Redis, redis_prefix: str) -
     assert await reg.pick_worker("m", "shortest_queue") == W1
 
 
-async def test_lottery_follows_speed_and_skips_zero_speed(redis: Redis, redis_prefix: str) -> None:
+async def test_lottery_follows_speed(redis: Redis, redis_prefix: str) -> None:
     reg = make(redis, redis_prefix)
-    await reg.register(W1, status("m", speed=1.0))
-    await reg.register(W2, status("m", speed=0.0))
-    picks = {await reg.pick_worker("m", "lottery") for _ in range(20)}
-    assert picks == {W1}
+    await reg.register(W1, status("m", speed=10.0))
+    await reg.register(W2, status("m", speed=0.0))  # counted as the least speed, 0.1
+    picks = Counter([await reg.pick_worker("m", "lottery") for _ in range(200)])
+    assert picks[W1] > 150
     await reg.remove(W1)
+    await reg.remove(W2)
     assert await reg.pick_worker("m", "lottery") is None
 
 

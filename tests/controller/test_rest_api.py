@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -38,9 +39,21 @@ def test_request_schemas_are_in_the_openapi_document() -> None:
         name = _schema_name(content["application/json"]["schema"])
         assert "properties" in schemas[name], path
     assert "preset" in schemas["FineTuningJobRequest"]["properties"]
+    for path, name in (
+        ("/v1/chat/completions", "ChatCompletionRequest"),
+        ("/v1/completions", "CompletionRequest"),
+    ):
+        content = document["paths"][path]["post"]["requestBody"]["content"]
+        assert _schema_name(content["application/json"]["schema"]) == name
+        assert {"model", "max_tokens", "seed", "stream"} <= set(schemas[name]["properties"])
     datasets = document["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]
     assert datasets["application/json"]["schema"]["title"] == "DatasetSpec"
     assert "file" in datasets["multipart/form-data"]["schema"]["properties"]
+    # Every operation takes a Bearer credential but the health checks.
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert document["security"] == [{"bearer": []}]
+    assert document["paths"]["/health"]["get"]["security"] == []
+    assert "security" not in document["paths"]["/list_workers"]["get"]
     job = document["paths"]["/v1/fine_tuning/jobs/{fine_tuning_job_id}"]["get"]
     assert job["parameters"][0]["name"] == "fine_tuning_job_id"
 
@@ -59,6 +72,27 @@ def test_bad_bodies_are_openai_400s_naming_the_body(api: str, path: str, code: s
     assert (missing["param"], missing["code"]) == ("body", code), (path, missing)
     wrong_shape = httpx.post(f"{api}{path}", json=[1, 2]).json()["error"]
     assert (wrong_shape["param"], wrong_shape["type"]) == ("body", "invalid_request_error")
+
+
+def test_request_bodies_are_limited(controller: Callable[..., str], folders: dict) -> None:
+    env = {**folders, "CONTROLLER_MAX_BODY_BYTES": "2000", "CONTROLLER_MAX_UPLOAD_BYTES": "9000"}
+    api = controller(env=env)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x" * 3000}]}
+    too_large = httpx.post(f"{api}/v1/chat/completions", json=chat)
+    assert too_large.status_code == 413
+    assert too_large.json()["error"]["param"] == "body"
+    deep = b'{"model": "m", "messages": ' + b"[" * 100 + b"]" * 100 + b"}"
+    too_deep = post_json_text(f"{api}/v1/chat/completions", deep)
+    assert too_deep.status_code == 400 and "nested deeper" in too_deep.json()["error"]["message"]
+    # Uploads get their own, larger limit: this one is over the general one, under its own.
+    upload = httpx.post(
+        f"{api}/v1/datasets",
+        files={"file": ("mine.jsonl", b"{}" + b" " * 4000 + b"\n")},
+        data={"spec": "{}"},
+    )
+    assert upload.status_code != 413, upload.text
+    bigger = httpx.post(f"{api}/v1/datasets", files={"file": ("big.jsonl", b" " * 10_000)})
+    assert bigger.status_code == 413
 
 
 def test_a_json_body_sent_as_a_form_still_counts(api: str, tiny_model_dir: Path) -> None:
@@ -87,7 +121,7 @@ def test_list_paging_is_checked_the_same_everywhere(api: str, path: str) -> None
 
 
 def test_the_command_line_has_every_setting_as_a_flag() -> None:
-    common, settings = parse_args(
+    common, settings, auth = parse_args(
         [
             "--host",
             "0.0.0.0",
@@ -99,6 +133,15 @@ def test_the_command_line_has_every_setting_as_a_flag() -> None:
             "2.5",
             "--api-keys",
             "k1,k2",
+            "--worker-token",
+            "wt",
+            "--trusted-worker-networks",
+            "10.0.0.0/8",
+            "--public-metrics",
+            "--worker-retries",
+            "1",
+            "--worker-connect-timeout",
+            "0.5",
             "--redis-url",
             "redis://elsewhere:6379/1",
             "--redis-key-prefix",
@@ -108,7 +151,10 @@ def test_the_command_line_has_every_setting_as_a_flag() -> None:
         ]
     )
     assert (settings.host, settings.port, settings.dispatch_method) == ("0.0.0.0", 1234, "lottery")
-    assert (settings.heart_beat_expiration, settings.api_keys) == (2.5, "k1,k2")
+    assert settings.heart_beat_expiration == 2.5
+    assert (settings.worker_retries, settings.worker_connect_timeout) == (1, 0.5)
+    assert (auth.controller_api_keys, auth.worker_token) == ("k1,k2", "wt")
+    assert (auth.trusted_worker_networks, auth.public_metrics) == ("10.0.0.0/8", True)
     assert (common.redis_url, common.redis_key_prefix) == ("redis://elsewhere:6379/1", "t:")
     assert common.log_level == "DEBUG"
     shown = subprocess.run(
@@ -119,5 +165,16 @@ def test_the_command_line_has_every_setting_as_a_flag() -> None:
         check=True,
         timeout=60,
     ).stdout
-    for flag in ("--port", "--dispatch-method", "--heart-beat-expiration", "--api-keys"):
+    for flag in (
+        "--port",
+        "--dispatch-method",
+        "--heart-beat-expiration",
+        "--controller-api-keys",
+        "--api-keys",
+        "--worker-token",
+        "--allow-unauthenticated",
+        "--trusted-worker-networks",
+        "--public-metrics",
+        "--max-body-bytes",
+    ):
         assert flag in shown
