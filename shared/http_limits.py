@@ -7,7 +7,8 @@ An ASGI middleware, so it applies before any route or framework parses a byte:
 - a JSON body nested deeper than ``max_depth`` is refused with 400: Python's JSON parser recurses
   per level, and a deep enough document would crash the route with a RecursionError (500).
 
-Paths may get their own size limit (an upload route takes more than a chat request).
+Paths may get their own size limit for bodies that are streamed (an upload route takes more than a
+chat request); a JSON body always has the general limit, since it is held in memory whole.
 """
 
 from __future__ import annotations
@@ -81,13 +82,16 @@ class BodyLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope.get("path", ""))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        is_json = headers.get("content-type", "").split(";")[0].strip().endswith("json")
+        # A path's own limit is for streamed uploads: JSON is held in memory whole, so it always
+        # gets the general limit.
+        limit = self.max_bytes if is_json else self.limit_for(scope.get("path", ""))
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             await self._refuse(send, 413, f"body: larger than {limit} bytes", "body_too_large")
             return
-        if headers.get("content-type", "").split(";")[0].strip().endswith("json"):
+        if is_json:
             await self._json(scope, receive, send, limit)
             return
         await self._streamed(scope, receive, send, limit)

@@ -81,3 +81,8 @@ def test_json_nested_too_deep_is_a_400_not_a_crash(url: str) -> None:
 def test_brackets_inside_strings_do_not_count() -> None:
     assert not json_depth_exceeds(b'{"a": "[[[[[[[[[[[[\\"[[[["}', 2)
     assert json_depth_exceeds(b'{"a": [[[1]]]}', 3)
+
+
+def test_a_path_s_larger_limit_is_for_uploads_not_for_json(url: str) -> None:
+    response = httpx.post(f"{url}/upload", json={"a": "x" * 2000})
+    assert response.status_code == 413
