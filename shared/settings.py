@@ -6,20 +6,56 @@ Names are grouped by prefix: ``REDIS_*``, ``CONTROLLER_*``, ``WORKER_*``, ``WEBU
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
+# Names the .env file that credentials are read from; set to "" to read none (the tests do).
+ENV_FILE_VARIABLE = "CAMEL_ENV_FILE"
+
+
+def env_file() -> Path | None:
+    """The .env file ``make up`` writes the stack's credentials into: $CAMEL_ENV_FILE, else
+    <repo>/.env; None when $CAMEL_ENV_FILE is set empty."""
+    value = os.environ.get(ENV_FILE_VARIABLE)
+    if value is None:
+        return REPO_ROOT / ".env"
+    return Path(value) if value else None
+
 
 class _Section(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _ReadsEnvFile(_Section):
+    """A section that also reads ``env_file()`` (under the environment, which wins), so our
+    clients find the keys ``make up`` generated without anyone exporting them."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = env_file()
+        dotenv = DotEnvSettingsSource(settings_cls, env_file=path) if path else dotenv_settings
+        return init_settings, env_settings, dotenv, file_secret_settings
 
 
 class CommonSettings(_Section):
@@ -60,8 +96,9 @@ class CommonSettings(_Section):
         return self.celery_broker_url or self.redis_url
 
 
-class AuthSettings(_Section):
-    """Who may call what; every service reads it (environment variables without a prefix).
+class AuthSettings(_ReadsEnvFile):
+    """Who may call what; every service reads it (environment variables without a prefix, then
+    the .env file of ``env_file()``).
 
     Users hold API keys (``CONTROLLER_API_KEYS``); the stack's own processes share one worker
     token (``WORKER_TOKEN``): workers send it to register and heartbeat, the controller and the
@@ -120,8 +157,9 @@ class ControllerSettings(_Section):
     )
 
 
-class ClientSettings(_Section):
-    """Command-line clients of the controller (``test_message``, ``register_worker``, the demo)."""
+class ClientSettings(_ReadsEnvFile):
+    """Command-line clients of the controller (``test_message``, ``register_worker``, the demo):
+    the environment, then the .env file of ``env_file()`` (where ``make up`` writes the key)."""
 
     controller_address: str = Field(
         CommonSettings.model_fields["controller_address"].default,
@@ -129,8 +167,8 @@ class ClientSettings(_Section):
     )
     controller_api_key: str = Field(
         "",
-        description="Bearer key sent to the controller (one of its CONTROLLER_API_KEYS, which "
-        "guard its /v1 routes); empty: none",
+        description="Bearer key sent to the controller and to workers (one of the stack's "
+        "CONTROLLER_API_KEYS); empty: none",
     )
 
 
@@ -240,7 +278,7 @@ class PoolSettings(_Section):
     )
 
 
-class WebUISettings(_Section):
+class WebUISettings(_ReadsEnvFile):
     model_config = SettingsConfigDict(env_prefix="WEBUI_", extra="ignore")
 
     host: str = "127.0.0.1"
@@ -251,8 +289,11 @@ class WebUISettings(_Section):
     worker_api_timeout: float = 100.0
     # Folder of the conversation log (<date>-conv.json); empty: LOG_DIR.
     conv_log_dir: str = ""
-    # Bearer key for the controller's /v1 routes when CONTROLLER_API_KEYS guards them.
-    api_key: str = ""
+    api_key: str = Field(
+        "",
+        description="Bearer key the page sends to the controller and to workers (one of "
+        "CONTROLLER_API_KEYS); empty: the stack's WORKER_TOKEN",
+    )
     # Seconds between refreshes of the training and models pages (and the chat's model list).
     refresh_seconds: float = 2.0
     # Base models offered by the fine-tuning form (comma-separated folders or Hub ids; any other
