@@ -1,6 +1,9 @@
 """Register a worker started with ``--no-register``: the controller fetches its status itself.
 
 ``python -m services.controller.register_worker --worker-name URL [--check-heart-beat]``
+
+Registration is the worker protocol, so the credential sent is the stack's ``WORKER_TOKEN``
+(the environment, else the .env file ``make up`` wrote); without one, ``CONTROLLER_API_KEY``.
 """
 
 from __future__ import annotations
@@ -9,9 +12,9 @@ import sys
 
 import httpx
 
-from services.controller.auth import bearer_header
+from shared.auth import bearer_header
 from shared.cli import SettingsParser
-from shared.settings import ClientSettings
+from shared.settings import AuthSettings, ClientSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     response = httpx.post(
         f"{client.controller_address.rstrip('/')}/register_worker",
         json=body,
-        headers=bearer_header(client.controller_api_key),
+        headers=bearer_header(AuthSettings().worker_token or client.controller_api_key),
     )
     if response.status_code != 200:
         print(f"registration failed ({response.status_code}): {response.text}", file=sys.stderr)
