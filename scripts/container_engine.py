@@ -233,14 +233,17 @@ def pip_settings() -> dict[str, dict[str, str]]:
 
 
 def pip_mounts(sections: dict[str, dict[str, str]]) -> list[str]:
-    """``-v PATH:PATH:ro`` for every file or folder the pip settings name."""
+    """``-v PATH:PATH:ro`` for every file or folder the pip settings name; for a local index
+    (``file://.../simple``) the folder above it, where its pages' relative links lead."""
     paths: set[str] = set()
     for values in sections.values():
         for key in PIP_PATH_KEYS:
             for item in values.get(key, "").split():
-                path = item.removeprefix("file://")
-                if path.startswith("/") and Path(path).exists():
-                    paths.add(str(Path(path)))
+                path = Path(item.removeprefix("file://"))
+                if item.startswith("file://") and key.endswith("index-url"):
+                    path = path.parent
+                if path.is_absolute() and path.exists():
+                    paths.add(str(path))
     return [arg for path in sorted(paths) for arg in ("-v", f"{path}:{path}:ro")]
 
 

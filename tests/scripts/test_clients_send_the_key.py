@@ -12,21 +12,22 @@ from tests.support import python_output
 KEY, TOKEN = "the-users-key", "the-worker-token"
 
 
-def client_env(tmp_path: Path, controller: str) -> dict[str, str]:
+def run_client(tmp_path: Path, module: str, *args: str) -> tuple[str, list[tuple[str, str]]]:
+    """``python -m module args`` against the recording server, with only a .env file to find
+    the credentials in; returns its output and what it sent (path, Authorization)."""
     env_file = tmp_path / ".env"
     env_file.write_text(
         f"CONTROLLER_API_KEYS={KEY}\nCONTROLLER_API_KEY={KEY}\nWORKER_TOKEN={TOKEN}\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("CONTROLLER_API_KEY", "WORKER_TOKEN")}
-    return {**env, "CAMEL_ENV_FILE": str(env_file), "CONTROLLER_ADDRESS": controller}
+    with recording_server() as (controller, seen):
+        env |= {"CAMEL_ENV_FILE": str(env_file), "CONTROLLER_ADDRESS": controller}
+        return python_output("-m", module, *args, env=env), seen
 
 
 def test_test_message_sends_the_key_and_talks_only_to_the_controller(tmp_path: Path) -> None:
-    with recording_server() as (controller, seen):
-        out = python_output(
-            "-m", "services.controller.test_message", "--message", "Capital of France?",
-            env=client_env(tmp_path, controller),
-        )  # fmt: skip
+    module = "services.controller.test_message"
+    out, seen = run_client(tmp_path, module, "--message", "Capital of France?")
     assert "assistant: Paris" in out
     paths = [path for path, _ in seen]
     assert paths[:3] == ["/refresh_all_workers", "/list_models", "/get_worker_address"]
@@ -35,10 +36,7 @@ def test_test_message_sends_the_key_and_talks_only_to_the_controller(tmp_path: P
 
 
 def test_register_worker_sends_the_worker_token(tmp_path: Path) -> None:
-    with recording_server() as (controller, seen):
-        out = python_output(
-            "-m", "services.controller.register_worker", "--worker-name", "http://w:1",
-            env=client_env(tmp_path, controller),
-        )  # fmt: skip
+    module = "services.controller.register_worker"
+    out, seen = run_client(tmp_path, module, "--worker-name", "http://w:1")
     assert "registered http://w:1" in out
     assert seen == [("/register_worker", f"Bearer {TOKEN}")]
