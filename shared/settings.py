@@ -6,12 +6,18 @@ Names are grouped by prefix: ``REDIS_*``, ``CONTROLLER_*``, ``WORKER_*``, ``WEBU
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from shared.http_limits import DEFAULT_MAX_BODY_BYTES
 
@@ -19,9 +25,39 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
+# Names the .env file that credentials are read from; set to "" to read none (the tests do).
+ENV_FILE_VARIABLE = "CAMEL_ENV_FILE"
+
+
+def env_file() -> Path | None:
+    """The .env file ``make up`` writes the stack's credentials into: $CAMEL_ENV_FILE, else
+    <repo>/.env; None when $CAMEL_ENV_FILE is set empty."""
+    value = os.environ.get(ENV_FILE_VARIABLE)
+    if value is None:
+        return REPO_ROOT / ".env"
+    return Path(value) if value else None
+
 
 class _Section(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _ReadsEnvFile(_Section):
+    """A section that also reads ``env_file()`` (under the environment, which wins), so our
+    clients find the keys ``make up`` generated without anyone exporting them."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = env_file()
+        dotenv = DotEnvSettingsSource(settings_cls, env_file=path) if path else dotenv_settings
+        return init_settings, env_settings, dotenv, file_secret_settings
 
 
 class CommonSettings(_Section):
@@ -72,8 +108,9 @@ class CommonSettings(_Section):
         return self.celery_broker_url or self.redis_url
 
 
-class AuthSettings(_Section):
-    """Who may call what; every service reads it (environment variables without a prefix).
+class AuthSettings(_ReadsEnvFile):
+    """Who may call what; every service reads it (environment variables without a prefix, then
+    the .env file of ``env_file()``).
 
     Users hold API keys (``CONTROLLER_API_KEYS``); the stack's own processes share one worker
     token (``WORKER_TOKEN``): workers send it to register and heartbeat, the controller and the
@@ -153,8 +190,9 @@ class ControllerSettings(_Section):
     )
 
 
-class ClientSettings(_Section):
-    """Command-line clients of the controller (``test_message``, ``register_worker``, the demo)."""
+class ClientSettings(_ReadsEnvFile):
+    """Command-line clients of the controller (``test_message``, ``register_worker``, the demo):
+    the environment, then the .env file of ``env_file()`` (where ``make up`` writes the key)."""
 
     controller_address: str = Field(
         CommonSettings.model_fields["controller_address"].default,
@@ -162,8 +200,8 @@ class ClientSettings(_Section):
     )
     controller_api_key: str = Field(
         "",
-        description="Bearer key sent to the controller (one of its CONTROLLER_API_KEYS, which "
-        "guard its /v1 routes); empty: none",
+        description="Bearer key sent to the controller and to workers (one of the stack's "
+        "CONTROLLER_API_KEYS); empty: none",
     )
 
 
@@ -289,7 +327,7 @@ class PoolSettings(_Section):
     )
 
 
-class WebUISettings(_Section):
+class WebUISettings(_ReadsEnvFile):
     model_config = SettingsConfigDict(env_prefix="WEBUI_", extra="ignore")
 
     host: str = "127.0.0.1"
@@ -300,8 +338,11 @@ class WebUISettings(_Section):
     worker_api_timeout: float = 100.0
     # Folder of the conversation log (<date>-conv.json); empty: LOG_DIR.
     conv_log_dir: str = ""
-    # Bearer key for the controller's /v1 routes when CONTROLLER_API_KEYS guards them.
-    api_key: str = ""
+    api_key: str = Field(
+        "",
+        description="Bearer key the page sends to the controller and to workers (one of "
+        "CONTROLLER_API_KEYS); empty: the stack's WORKER_TOKEN",
+    )
     # Seconds between refreshes of the training and models pages (and the chat's model list).
     refresh_seconds: float = 2.0
     # Base models offered by the fine-tuning form (comma-separated folders or Hub ids; any other

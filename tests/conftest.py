@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from shared.settings import ENV_FILE_VARIABLE
 from tests.support import (
     REPO_ROOT,
     ServiceProcess,
@@ -24,6 +25,8 @@ from tests.support import (
     wait_until,
 )
 
+# A developer's .env (keys `make up` generated) never reaches the tests or what they start.
+os.environ[ENV_FILE_VARIABLE] = ""
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # The processes tests start run open unless a test gives them keys (CONTROLLER_API_KEYS,
@@ -46,56 +49,66 @@ def _answers(url: str) -> bool:
         return False
 
 
+# The Redis image testcontainers runs (make test-containers gives its locally built stand-in).
+REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "redis:7.4.2-alpine")
+
+
+def docker_api_answers() -> bool:
+    """Whether a Docker API answers ($DOCKER_HOST, e.g. podman's socket, else the default)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # no SDK, no socket, no engine: all mean "no"
+        return False
+
+
+def _redis_container() -> Iterator[str]:
+    from testcontainers.community.redis import RedisContainer
+
+    with RedisContainer(REDIS_IMAGE) as container:
+        host = container.get_container_host_ip()
+        yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+
+
+def _private_redis_server(server: str, workdir: Path) -> Iterator[str]:
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen([server, *args, "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        if not wait_until(lambda: _answers(url), 10):
+            pytest.fail("redis-server was started for the tests but never answered")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis to test against: $REDIS_URL, else a private redis-server, else testcontainers."""
+    """A Redis to test against: $REDIS_URL; else a testcontainers Redis when a Docker API
+    answers (``REDIS_IMAGE``); else a private redis-server."""
     env_url = os.environ.get("REDIS_URL")
     if env_url:
         if not _answers(env_url):
             pytest.fail(f"REDIS_URL={env_url} is set but no Redis answers there")
         yield env_url
         return
+    if docker_api_answers():
+        yield from _redis_container()
+        return
     server = shutil.which("redis-server")
-    if server:
-        port = free_port()
-        workdir = tmp_path_factory.mktemp("redis")
-        proc = subprocess.Popen(
-            [
-                server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            if not wait_until(lambda: _answers(url), 10):
-                pytest.fail("redis-server was started for the tests but never answered")
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(10)
-        return
-    try:
-        from testcontainers.redis import RedisContainer
-
-        with RedisContainer() as container:
-            host = container.get_container_host_ip()
-            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
-        return
-    except Exception as exc:  # no Docker engine
+    if not server:
         pytest.fail(
-            "No Redis for the tests: set REDIS_URL, install redis-server, or run a Docker engine "
-            f"for testcontainers ({exc!r})"
+            "No Redis for the tests: set REDIS_URL, run a Docker engine for testcontainers, "
+            "or install redis-server"
         )
+    yield from _private_redis_server(server, tmp_path_factory.mktemp("redis"))
 
 
 def _delete_prefix(client: redis.Redis, prefix: str) -> None:

@@ -3,6 +3,11 @@
 Ingest the CAMEL samples of ``samples/camel`` -> LoRA-finetune the default model on them with
 ``merge: true`` -> the merger folds the adapter into the base -> deploy the merged model on the
 model pool -> chat with it through the controller. Each stage prints its progress.
+
+The samples are uploaded (one archive per folder), so the stack may run anywhere: as local
+processes, in containers, on another host. ``--base-model`` is a path as the stack's services
+see it (``make demo`` gives the models volume's path when the stack runs in Docker). The key is
+``CONTROLLER_API_KEY`` (the environment, else the .env file ``make up`` wrote).
 """
 
 from __future__ import annotations
@@ -67,23 +72,24 @@ def _wait(
         time.sleep(1.0)
 
 
-def _archive(folder: Path) -> tuple[str, bytes]:
-    """``folder`` as ``<name>.tar.gz``: the controller takes uploads, not paths of this machine
-    (a request may name server paths only under the stack's allowed folders)."""
+def upload_of(source: Path) -> tuple[str, bytes]:
+    """(file name, content) to upload: a folder as a .tar.gz of it, a file as it is."""
+    if not source.is_dir():
+        return source.name, source.read_bytes()
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(folder, arcname=folder.name)
-    return f"{folder.name}.tar.gz", buffer.getvalue()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(source, arcname=source.name)
+    return f"{source.name}.tar.gz", buffer.getvalue()
 
 
 def ingest(client: httpx.Client, sources: list[Path], tokenizer: str, say: Say) -> str:
-    say(f"[1/5] ingesting {', '.join(str(s) for s in sources)}")
-    files = [("file", _archive(folder)) for folder in sources]
+    say(f"[1/5] ingesting {', '.join(str(s) for s in sources)} (uploaded)")
+    files = [("file", upload_of(source)) for source in sources]
     created = _check(
         client.post(
             "/v1/datasets",
+            data={"tokenizer": tokenizer, "max_length": "512"},
             files=files,
-            data={"sources": "[]", "tokenizer": tokenizer, "max_length": "512"},
         ),
         "creating the dataset",
     )

@@ -3,7 +3,11 @@
 ``python -m services.controller.test_message [--model-name NAME] [--message TEXT]``
 
 Checks a deployment end to end: the controller lists the model, dispatches to a worker, and the
-worker's own conversation template renders the prompt. Exits non-zero when anything fails.
+worker's own conversation template renders the prompt. Everything goes through the controller's
+address (the controller relays the template and the stream), so the workers may sit on a network
+the client cannot reach, as in compose.yaml; ``--worker-address`` talks to one worker directly.
+The key is ``CONTROLLER_API_KEY`` (the environment, else the .env file ``make up`` wrote), sent
+as ``Authorization: Bearer <key>``. Exits non-zero when anything fails.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ class MessageCheckError(RuntimeError):
     pass
 
 
-def pick_model(controller: httpx.Client, wanted: str | None) -> str:
-    models = controller.post("/list_models").raise_for_status().json()["models"]
+def pick_model(client: httpx.Client, controller: str, wanted: str | None) -> str:
+    models = client.post(f"{controller}/list_models").raise_for_status().json()["models"]
     print(f"Models: {sorted(models)}")
     if wanted:
         if wanted not in models:
@@ -35,26 +39,28 @@ def pick_model(controller: httpx.Client, wanted: str | None) -> str:
     return sorted(models)[0]
 
 
-def worker_for(controller: httpx.Client, model: str) -> str:
-    address = controller.post("/get_worker_address", json={"model": model}).json()
+def worker_for(client: httpx.Client, controller: str, model: str) -> str:
+    address = client.post(f"{controller}/get_worker_address", json={"model": model}).json()
     if not address.get("address"):
         raise MessageCheckError(f"No available workers for {model}")
     print(f"worker_addr: {address['address']}")
     return address["address"]
 
 
-def _dispatch(controller: str, model: str | None, api_key: str) -> tuple[str, str]:
-    """(worker, model) as the controller dispatches after refreshing its workers."""
-    headers = bearer_header(api_key)
-    with httpx.Client(base_url=controller, timeout=30, headers=headers) as client:
-        client.post("/refresh_all_workers").raise_for_status()
-        model = pick_model(client, model)
-        return worker_for(client, model), model
+def _dispatch(client: httpx.Client, controller: str, model: str | None) -> str:
+    """The model, after refreshing the controller's workers; shows the worker it picks."""
+    client.post(f"{controller}/refresh_all_workers").raise_for_status()
+    model = pick_model(client, controller, model)
+    worker_for(client, controller, model)
+    return model
 
 
-def _generate_params(client: httpx.Client, worker: str, model: str, message: str) -> dict:
-    """The worker's own conversation template, rendered with one user message."""
-    template = client.post(f"{worker}/worker_get_conv_template").raise_for_status().json()
+def _generate_params(client: httpx.Client, server: str, model: str, message: str) -> dict:
+    """The serving worker's own conversation template, rendered with one user message.
+
+    ``server`` is the controller (which relays to a worker of ``model``) or a worker."""
+    url = f"{server}/worker_get_conv_template"
+    template = client.post(url, json={"model": model}).raise_for_status().json()
     conv = Conversation.from_dict(template["conv"])
     conv.append_message(conv.roles[0], message)
     conv.append_message(conv.roles[1], None)
@@ -78,18 +84,20 @@ def send(
     max_new_tokens: int,
     api_key: str = "",
 ) -> str:
-    """Print the exchange as it streams; return the final reply."""
-    if worker is None:
-        worker, model = _dispatch(controller, model, api_key)
-    # Workers take the same key as the controller (or the worker token).
+    """Print the exchange as it streams; return the final reply.
+
+    Without ``worker`` the controller dispatches and relays; with it, that worker answers."""
     with httpx.Client(timeout=30, headers=bearer_header(api_key)) as client:
-        if model is None:
+        if worker is None:
+            model = _dispatch(client, controller, model)
+        elif model is None:
             status = client.post(f"{worker}/worker_get_status").raise_for_status().json()
             model = status["model_names"][0]
-        params = _generate_params(client, worker, model, message)
+        server = worker or controller
+        params = _generate_params(client, server, model, message)
         params |= {"temperature": temperature, "max_new_tokens": max_new_tokens}
         shown = ""
-        for chunk in stream_generate(client, f"{worker}/worker_generate_stream", params):
+        for chunk in stream_generate(client, f"{server}/worker_generate_stream", params):
             if chunk.get("error_code"):
                 raise MessageCheckError(f"error {chunk['error_code']}: {chunk['text']}")
             text = chunk["text"].strip()

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from services.webui.http_client import ControllerUnavailable, HTTPClient, ServiceError, describe
+from shared.auth import bearer_header
 from shared.conversation import Conversation
 from shared.worker_protocol import CLIENT_HEADERS, ProtocolError, stream_generate
 
@@ -88,9 +89,12 @@ class ControllerClient(HTTPClient):
         *,
         worker_timeout: float = WORKER_API_TIMEOUT,
         controller_timeout: float = CONTROLLER_TIMEOUT,
+        api_key: str = "",
         http: httpx.Client | None = None,
     ) -> None:
-        super().__init__(controller_address, http or httpx.Client(headers=CLIENT_HEADERS))
+        """``api_key`` goes to the controller and to every worker, as a Bearer token."""
+        headers = {**CLIENT_HEADERS, **bearer_header(api_key)}
+        super().__init__(controller_address, http or httpx.Client(headers=headers))
         self.worker_timeout = worker_timeout
         self.controller_timeout = controller_timeout
         self._templates: dict[tuple[str, str], Conversation] = {}

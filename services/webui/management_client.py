@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from services.webui.http_client import HTTPClient, ServiceError, describe
+from shared.auth import bearer_header
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class ManagementClient(HTTPClient):
         timeout: float = TIMEOUT,
         http: httpx.Client | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = bearer_header(api_key)
         super().__init__(controller_address, http or httpx.Client(headers=headers, timeout=timeout))
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:

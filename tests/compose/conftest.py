@@ -50,12 +50,18 @@ def gpu_config(compose_bin: Path) -> dict:
     return compose_plan.load_config([compose_plan.COMPOSE_FILE, GPU_FILE], environ)
 
 
-def clean_environ() -> dict[str, str]:
-    """An environment without the variables compose.yaml interpolates, and with no .env file."""
+# What `make up` would have written into .env: compose.yaml refuses to start without them.
+CREDENTIALS = {"CONTROLLER_API_KEYS": "test-user-key", "WORKER_TOKEN": "test-worker-token"}
+
+
+def clean_environ(credentials: bool = True) -> dict[str, str]:
+    """An environment with no .env file, and of the variables compose.yaml interpolates only
+    the stack's credentials (none with ``credentials=False``)."""
     import os
 
     return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/root"),
         "COMPOSE_DISABLE_ENV_FILE": "1",
+        **(CREDENTIALS if credentials else {}),
     }

@@ -11,7 +11,7 @@ import compose_plan
 import pytest
 
 from shared import celery_app
-from tests.compose.conftest import APP_SERVICES, GPU_FILE, clean_environ
+from tests.compose.conftest import APP_SERVICES, CREDENTIALS, GPU_FILE, clean_environ
 from tests.support import REPO_ROOT
 
 # Modules of services still being written (module -> reason, xfail'd); empty once all have landed.
@@ -19,9 +19,15 @@ IN_PROGRESS: dict[str, str] = {}
 APP_VOLUMES = {"models", "datasets", "jobs", "logs"}
 
 
-def compose(bin_path: Path, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+def compose(
+    bin_path: Path, *args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(bin_path), *args], cwd=cwd, env=clean_environ(), capture_output=True, text=True
+        [str(bin_path), *args],
+        cwd=cwd,
+        env=clean_environ() if env is None else env,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -72,13 +78,37 @@ def test_the_issue_services_are_there(compose_config: dict) -> None:
         "model-pool",
         "webui",
     } <= set(compose_config["services"])
+
+
+def test_only_the_api_and_the_web_ui_are_published_on_loopback_by_default(
+    compose_config: dict,
+) -> None:
     ports = {
-        name: [p["published"] for p in s.get("ports") or []]
+        name: [(p.get("host_ip"), p["published"]) for p in s.get("ports") or []]
         for name, s in compose_config["services"].items()
     }
-    assert ports["controller"] == ["21001"] and ports["webui"] == ["7860"]
-    # Scaled workers cannot share a host port.
-    assert ports["model-worker"] == []
+    assert ports.pop("controller") == [("127.0.0.1", "21001")]
+    assert ports.pop("webui") == [("127.0.0.1", "7860")]
+    # Redis, the worker protocol, the workers (scaled: no shared host port) and the pool stay on
+    # the stack's own network.
+    assert all(published == [] for published in ports.values()), ports
+
+
+def test_compose_refuses_to_start_without_the_credentials_and_says_how(compose_bin: Path) -> None:
+    for missing in CREDENTIALS:
+        env = {k: v for k, v in clean_environ().items() if k != missing}
+        result = compose(compose_bin, "-f", "compose.yaml", "config", "-q", env=env)
+        assert result.returncode == 1
+        assert missing in result.stderr and "make up" in result.stderr, result.stderr
+
+
+def test_every_app_service_gets_the_credentials_and_the_web_ui_its_key(
+    compose_config: dict,
+) -> None:
+    for name, service in app_services(compose_config).items():
+        for variable, value in CREDENTIALS.items():
+            assert service["environment"][variable] == value, (name, variable)
+    assert "WEBUI_API_KEY" in compose_config["services"]["webui"]["environment"]
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)

