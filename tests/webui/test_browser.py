@@ -122,9 +122,12 @@ def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 def _open(page: Any, url: str, model: str = MODEL) -> None:
     """Load the page and wait until the page-load event has picked the model."""
     page.goto(url)
-    page.locator("#chat-input textarea").wait_for()
+    # A cold Gradio page on a busy 2-core machine can take a while to build its components.
+    page.locator("#chat-input textarea").wait_for(timeout=3 * TIMEOUT_MS)
     page.wait_for_function(
-        "(name) => document.querySelector('#model-select input').value === name", arg=model
+        "(name) => document.querySelector('#model-select input').value === name",
+        arg=model,
+        timeout=3 * TIMEOUT_MS,
     )
 
 
