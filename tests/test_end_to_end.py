@@ -116,17 +116,18 @@ def test_an_overloaded_worker_answers_429_with_retry_after(
     conv.append_message(conv.roles[0], "Write a long story about a dragon who learns to paint.")
     conv.append_message(conv.roles[1], None)
     body = {"prompt": conv.get_prompt(), "max_new_tokens": 64, "temperature": 0}
-    with httpx.stream("POST", f"{worker_url}/worker_generate_stream", json=body) as first:
+    stream = httpx.stream("POST", f"{worker_url}/worker_generate_stream", json=body, timeout=60)
+    with stream as first:
         assert first.status_code == 200
         # Keep the iterator: a discarded one is closed at once, and closing it hangs up.
         first_chunks = first.iter_bytes()
         next(first_chunks)
-        refused = httpx.post(f"{worker_url}/worker_generate", json=body)
+        refused = httpx.post(f"{worker_url}/worker_generate", json=body, timeout=60)
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["error_code"] == 42903
         assert "overloaded" in refused.json()["text"]
-        tgi = httpx.post(f"{worker_url}/generate", json={"inputs": "Hi"})
+        tgi = httpx.post(f"{worker_url}/generate", json={"inputs": "Hi"}, timeout=60)
         assert tgi.status_code == 429
         assert tgi.json() == {"error": "Model is overloaded", "error_type": "overloaded"}
 
