@@ -14,6 +14,7 @@ chat request); a JSON body always has the general limit, since it is held in mem
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,6 +56,41 @@ def _error_body(status: int, message: str, code: str) -> bytes:
     kind = "invalid_request_error"
     error = {"message": message, "type": kind, "param": "body", "code": code}
     return json.dumps({"error": error, "detail": message}).encode()
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def has_lone_surrogate(body: bytes) -> bool:
+    """Whether the JSON text holds a string with a lone UTF-16 surrogate (``"\\ud800"``).
+
+    JSON allows such escapes, but the text cannot be encoded back (a path, a log line, a
+    tokenizer would fail on it). Parsed only when an escape of that range appears at all.
+    """
+    if not _SURROGATE_ESCAPE.search(body):
+        return False
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False  # malformed: the route says so
+
+    def strings(value: Any) -> Any:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield key
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    for text in strings(document):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    return False
 
 
 class BodyLimits:
@@ -121,6 +157,10 @@ class BodyLimits:
         if too_deep:
             text = f"body: JSON nested deeper than {self.max_depth} levels"
             await self._refuse(send, 400, text, "body_too_deep")
+            return
+        if has_lone_surrogate(body):
+            text = "body: a string holds a lone UTF-16 surrogate (not valid Unicode text)"
+            await self._refuse(send, 400, text, "invalid_unicode")
             return
         replayed = False
 

@@ -92,7 +92,7 @@ class CommonSettings(_Section):
         "model is never replaced",
     )
     job_lease_seconds: float = Field(
-        12.0,
+        10.0,
         gt=0,
         description="a running job holds its record this long, renewed every third of it",
     )
@@ -100,7 +100,7 @@ class CommonSettings(_Section):
         1.0, gt=0, description="seconds between a running job's looks at its cancel flag"
     )
     job_orphan_scan_seconds: float = Field(
-        3.0, gt=0, description="seconds between looks for jobs whose runner died"
+        2.0, gt=0, description="seconds between looks for jobs whose runner died"
     )
 
     @property
@@ -151,7 +151,7 @@ class ControllerSettings(_Section):
         "shortest_queue", description="how a request picks among the workers serving its model"
     )
     heart_beat_expiration: float = Field(
-        3.0,
+        2.5,
         gt=0,
         description="seconds without a heartbeat after which a worker leaves routing (always: "
         "a registration's check_heart_beat is not honoured)",
@@ -161,6 +161,12 @@ class ControllerSettings(_Section):
     )
     worker_api_timeout: float = Field(
         100.0, description="seconds to wait on a worker between chunks of a generation"
+    )
+    worker_response_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a worker may take to start answering a generation request (it "
+        "answers before any token); longer: the request goes to another worker",
     )
     worker_connect_timeout: float = Field(
         2.0,

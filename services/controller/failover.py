@@ -10,6 +10,7 @@ continue.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -17,6 +18,23 @@ import httpx
 from services.controller.registry import DispatchMethod, WorkerRegistry
 
 log = logging.getLogger(__name__)
+
+
+class NoResponse(httpx.NetworkError):
+    """The worker took the request but did not start answering in time: typically its host went
+    away behind a kept-alive connection, where no connect (and so no connect timeout) happens."""
+
+
+async def send_streaming(
+    client: httpx.AsyncClient, request: httpx.Request, response_timeout: float
+) -> httpx.Response:
+    """``client.send(request, stream=True)``, waiting at most ``response_timeout`` seconds for the
+    response to start (a worker answers a generation request at once, before any token)."""
+    try:
+        return await asyncio.wait_for(client.send(request, stream=True), response_timeout)
+    except TimeoutError:
+        message = f"no response within {response_timeout:g} s"
+        raise NoResponse(message, request=request) from None
 
 
 def is_connect_failure(exc: BaseException) -> bool:

@@ -24,7 +24,11 @@ import httpx
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from services.controller.failover import Failover, is_retryable_transport_error
+from services.controller.failover import (
+    Failover,
+    is_retryable_transport_error,
+    send_streaming,
+)
 from services.controller.metrics import Metrics
 from services.controller.openai_convert import (
     SSE_DONE,
@@ -491,7 +495,8 @@ class OpenAIService:
             timeout=self._settings.worker_api_timeout,
         )
         try:
-            response = await self._client.send(request, stream=True)
+            timeout = self._settings.worker_response_timeout
+            response = await send_streaming(self._client, request, timeout)
         except httpx.HTTPError as exc:
             raise await self._call_failed(worker, GENERATE_PATH, exc) from exc
         if response.status_code != 200:

@@ -18,6 +18,7 @@ from services.controller.failover import (
     is_retryable_error_code,
     is_retryable_status,
     is_retryable_transport_error,
+    send_streaming,
 )
 from services.controller.workers import Controller
 from shared.constants import ErrorCode
@@ -150,7 +151,7 @@ async def _open_stream(
         "POST", f"{worker}/worker_generate_stream", json=payload, headers=headers
     )
     try:
-        response = await c.client.send(request, stream=True)
+        response = await send_streaming(c.client, request, c.settings.worker_response_timeout)
     except httpx.HTTPError as exc:
         await c.failover.failed(worker, exc)
         return Answer.chunk(

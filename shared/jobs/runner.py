@@ -125,7 +125,7 @@ class JobRunner:
         store: RecordStore,
         owner: str,
         *,
-        lease_seconds: float = 12.0,
+        lease_seconds: float = 10.0,
         cancel_poll_seconds: float = 1.0,
         notify: Callable[[str, str, str], None] | None = None,
         on_terminal: Callable[[dict[str, Any]], None] | None = None,

@@ -115,3 +115,23 @@ def test_a_worker_killed_under_load_loses_only_streams_under_way(
     print(outcome.summary())
     assert outcome.failed_before_first_token == [], outcome.summary()
     assert wait_until(lambda: listed(url) == [procs[1][0]], 3)
+
+
+def test_a_worker_that_takes_a_request_and_never_answers_is_passed_over(
+    controller: Callable[..., str],
+) -> None:
+    """Its host went away behind a kept-alive connection: no connect happens, so only the
+    response timeout notices."""
+
+    def silent() -> Response:
+        time.sleep(4)
+        return ends_before_any_output()
+
+    url = controller(env={"CONTROLLER_WORKER_RESPONSE_TIMEOUT": "1"})
+    healthy, hung = StandInWorker(["m"]).start(), StandInWorker(["m"], silent).start()
+    try:
+        healthy.join(url), hung.join(url)
+        assert [chat(url, stream=True) for _ in range(4)] == ["ok"] * 4
+        assert hung.calls >= 1
+    finally:
+        healthy.stop(), hung.stop()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +108,7 @@ def hosts(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 name,
                 name,
                 [sys.executable, "-m", "services.controller", "--host", address,
-                 "--port", str(CONTROLLER_PORT), "--heart-beat-expiration", "3"],
+                 "--port", str(CONTROLLER_PORT)],
             )  # fmt: skip
         for name, controller in (("w1", "c1"), ("w2", "c2")):
             address = network.hosts[name]
@@ -153,6 +153,15 @@ def _chat(url: str) -> tuple[int, str]:
         return 0, repr(exc)
 
 
+def _only(controllers: list[str], workers: set[str]) -> bool:
+    return all(_workers_seen(url) == workers for url in controllers)
+
+
+def _seconds_until(since: float, condition: Callable[[], bool], timeout: float) -> float:
+    """Seconds from ``since`` until ``condition`` held (checked every 0.1 s); inf if never."""
+    return time.monotonic() - since if wait_until(condition, timeout, 0.1) else float("inf")
+
+
 def _chats(urls: list[str], count: int) -> list[tuple[int, str]]:
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(_chat, [urls[i % len(urls)] for i in range(count)]))
@@ -171,18 +180,17 @@ def test_either_controller_serves_and_a_cut_worker_leaves_routing_and_comes_back
 
     network.cut("w1")
     cut_at = time.monotonic()
-    during = _chats(controllers, 24)  # none had started when the link went down
+    with ThreadPoolExecutor(1) as watcher:
+        # When w1 leaves routing on both controllers, watched while the chats go on.
+        gone = watcher.submit(_seconds_until, cut_at, lambda: _only(controllers, {w2}), 20)
+        during = _chats(controllers, 24)  # none had started when the link went down
+        gone_after = gone.result()
     assert all(code == 200 for code, _ in during), [r for r in during if r[0] != 200]
-
-    def w1_gone() -> bool:
-        return all(_workers_seen(url) == {w2} for url in controllers)
-
-    assert wait_until(w1_gone, 10, 0.1)
-    gone_after = time.monotonic() - cut_at
-    assert gone_after <= LEAVES_ROUTING_WITHIN_S + 0.5, f"left routing after {gone_after:.1f} s"
+    # The default heartbeat expiry, plus the 0.1 s of the watch's polling.
+    assert gone_after <= LEAVES_ROUTING_WITHIN_S + 0.1, f"left routing after {gone_after:.1f} s"
 
     network.heal("w1")
-    assert wait_until(lambda: all(_workers_seen(u) == {w1, w2} for u in controllers), 20, 0.2)
+    assert wait_until(lambda: _only(controllers, {w1, w2}), 20, 0.2)
     after = _chats(controllers, 16)
     assert all(code == 200 for code, _ in after), after
     print(f"w1 left routing {gone_after:.1f} s after its link was cut; back after healing")

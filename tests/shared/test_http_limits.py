@@ -86,3 +86,11 @@ def test_brackets_inside_strings_do_not_count() -> None:
 def test_a_path_s_larger_limit_is_for_uploads_not_for_json(url: str) -> None:
     response = httpx.post(f"{url}/upload", json={"a": "x" * 2000})
     assert response.status_code == 413
+
+
+def test_a_lone_surrogate_is_a_400_but_a_pair_is_text(url: str) -> None:
+    headers = {"content-type": "application/json"}
+    lone = httpx.post(f"{url}/echo", content=b'{"a": "~\\udba5x"}', headers=headers)
+    assert lone.status_code == 400 and "surrogate" in lone.json()["error"]["message"]
+    pair = httpx.post(f"{url}/echo", content=b'{"\\ud83d\\ude00": 1}', headers=headers)
+    assert pair.status_code == 200
