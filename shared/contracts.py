@@ -36,4 +36,9 @@ def special_tokens_of(tokenizer: Any) -> dict[str, str]:
 def looks_like_path(name: str) -> bool:
     """Whether a model or data reference is meant as a local path rather than a Hub id or a
     name: it starts like a path (``/``, ``.``, ``~``) or names something that exists here."""
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+    if name.startswith((".", "/", "~")):
+        return True
+    try:
+        return Path(name).exists()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        return False

@@ -97,7 +97,8 @@ def default_merge_name(request: MergeRequest, job: dict[str, Any] | None = None)
             f"{job.get('suffix') or job['id']}"
         )
     else:
-        folder = Path(request.adapter.rstrip("/")).expanduser()
+        # Only the name is wanted: no ``~`` expansion (an unknown ~user would raise).
+        folder = Path(request.adapter.rstrip("/"))
         if folder.name.lower() in _GENERIC_FOLDERS and folder.parent.name:
             folder = folder.parent
         name = folder.name

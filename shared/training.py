@@ -101,8 +101,11 @@ class FineTuneRequest(BaseModel):
 
 def model_context_length(model: str) -> int | None:
     """Context length from a local model folder's config.json (None if unknown)."""
-    config = Path(model).expanduser() / "config.json"
-    if not config.exists():
+    try:
+        config = Path(model).expanduser() / "config.json"
+        if not config.is_file():
+            return None
+    except (OSError, RuntimeError, ValueError):  # an unknown ~user, a NUL byte
         return None
     data = json.loads(config.read_text())
     for key in ("max_sequence_length", "max_position_embeddings", "n_positions", "seq_length"):
