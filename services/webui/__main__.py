@@ -81,7 +81,7 @@ def serve(settings: WebUISettings, common: CommonSettings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings, common = parse_args(argv)
-    configure_logging("webui", common.log_level)
+    configure_logging("webui", common.log_level, common)
     serve(settings, common)
 
 
