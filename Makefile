@@ -66,11 +66,17 @@ test-message: $(STAMP)
 demo: up
 	$(PY) scripts/stack.py demo
 
-# The web UI's browser tests drive Debian's chromium (Playwright never downloads a browser).
+# The web UI's browser tests drive Debian's chromium (Playwright never downloads a browser), with
+# a colour emoji font so that the buttons' emoji are drawn in screenshots (not empty boxes).
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 	  || echo "chromium is missing and cannot be installed here: the browser tests will be skipped"
+	@[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji \
+	  >/dev/null; } \
+	  || echo "fonts-noto-color-emoji is missing: emoji show as boxes in the screenshots"
 
 test: default-model chromium
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not faults and not containers"

@@ -369,6 +369,29 @@ class WebUISettings(_ReadsEnvFile):
     # Base models offered by the fine-tuning form (comma-separated folders or Hub ids; any other
     # can be typed); empty: the embedded default model.
     base_models: str = ""
+    share: bool = Field(
+        False,
+        description="also ask Gradio for a public share link; when no tunnel can be opened the "
+        "page is served here only, and the log says why",
+    )
+    share_server_address: str = Field(
+        "", description="host:port of the FRP server --share tunnels through; empty: Gradio's"
+    )
+    moderate: bool = Field(
+        False,
+        description="check every message with an OpenAI-compatible /moderations endpoint "
+        "first; a flagged one is not sent",
+    )
+    moderation_base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="base URL of the moderation API (POST <base>/moderations)",
+    )
+    moderation_api_key: str = Field(
+        "", description="Bearer key of the moderation API; empty: OPENAI_API_KEY, if set"
+    )
+    moderation_timeout: float = Field(
+        5.0, gt=0, description="seconds to wait for a moderation verdict (then: not flagged)"
+    )
 
 
 class GatewaySettings(_Section):
