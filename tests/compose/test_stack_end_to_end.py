@@ -95,6 +95,12 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
         assert reply.status_code == 200, reply.text
         assert "Paris" in reply.json()["choices"][0]["message"]["content"]
         assert httpx.get(f"http://127.0.0.1:{ports['WEBUI_PORT']}/", timeout=10).status_code == 200
+        # The gateway (Debian's nginx) serves both on one port.
+        gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+        assert httpx.get(f"{gateway}/", timeout=10).status_code == 200
+        listed = httpx.get(f"{gateway}/v1/models", headers=headers, timeout=10)
+        assert listed.status_code == 200 and listed.json()["data"], listed.text
+        assert "event=http_access" in (tmp_path / "logs" / "gateway.log").read_text()
     finally:
         stack("down", env=env)
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), 20)

@@ -173,5 +173,5 @@ def test_the_empty_loss_curve_has_no_infinite_legend(
     # What is drawn: no legend entry, tick or title reads Infinity. (Vega still describes the
     # empty y axis to screen readers as "values from Infinity to -Infinity".)
     assert "Infinity" not in curve.inner_text()
-    drawn = curve.locator("svg text").all_inner_texts()
+    drawn = curve.locator("svg text").all_text_contents()
     assert not [text for text in drawn if "Infinity" in text], drawn
