@@ -167,5 +167,7 @@ def test_the_real_compose_file_plans_every_service_on_loopback(
         assert "0.0.0.0" not in text and "/data/" not in text, s.name
         if s.name != "gateway":  # nginx in front of the web UI and the API: no Redis
             assert s.env["REDIS_URL"] == REDIS
+        # Each service's log file keeps the name compose.yaml gives it (not a host's).
+        assert s.env["LOG_NAME"].startswith(s.name), s.name
         for other in compose_config["services"]:
             assert f"//{other}:" not in text, (s.name, other)
