@@ -22,6 +22,7 @@ from types import FrameType
 from services.gateway.config import GatewayConfigError, find_nginx, render
 from shared.cli import SettingsParser
 from shared.logging_setup import configure_logging
+from shared.processes import die_with_parent
 from shared.settings import CommonSettings, GatewaySettings
 
 log = logging.getLogger("nginx")
@@ -66,7 +67,12 @@ def run_nginx(nginx: str, run_dir: Path) -> int:
     conf = run_dir / "nginx.conf"
     command = [nginx, "-p", str(run_dir), "-e", "stderr", "-c", str(conf)]
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        preexec_fn=die_with_parent,  # no nginx left behind if the launcher is killed
     )
 
     def stop(signum: int, _frame: FrameType | None) -> None:

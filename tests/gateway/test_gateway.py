@@ -18,7 +18,14 @@ import pytest
 
 from services.gateway.config import find_nginx
 from tests.gateway.stand_in import StandIn, stand_in
-from tests.support import REPO_ROOT, ProcessGroup, free_port, own_key_prefix, wait_listed
+from tests.support import (
+    REPO_ROOT,
+    ProcessGroup,
+    free_port,
+    own_key_prefix,
+    wait_listed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(
     find_nginx() is None, reason="nginx is missing (apt-get install nginx-light; make up does it)"
@@ -233,3 +240,30 @@ def test_bad_settings_stop_it_with_a_message_naming_them(args: list[str], named:
         timeout=60,
     )
     assert result.returncode == 2 and named in result.stderr, result.stderr
+
+
+def test_nginx_goes_when_its_launcher_is_killed(tmp_path: Path) -> None:
+    """SIGTERM stops nginx through the launcher; even SIGKILL leaves no nginx behind."""
+    webui = f"http://127.0.0.1:{free_port()}"
+    with ProcessGroup(tmp_path) as group:
+        for name in ("term", "kill"):
+            run_dir = tmp_path / name
+            args = ["--run-dir", str(run_dir), "--api-url", webui]
+            start_gateway(group, name, webui, webui, *args)
+            master = int((run_dir / "nginx.pid").read_text())
+            process = group.processes[name]
+            assert process.proc is not None
+            if name == "term":
+                process.stop()
+            else:
+                process.kill()
+            assert wait_until(lambda pid=master: gone(pid), 30), name
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie waiting for whoever adopted it counts as exited)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
