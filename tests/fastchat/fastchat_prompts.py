@@ -1,7 +1,8 @@
 """Run with FastChat 0.2.36's python: what FastChat's own code does with conversation templates.
 
 Reads ``{"convs": [conv objects], "chats": [[OpenAI messages]]}`` as JSON on stdin and writes
-to the file named by its argument (FastChat turns stdout into a log) ``{"registered": {name: {"conv": wire object, "prompts": [...]}}, "given": [[prompts]]}``:
+to the file named by its argument (FastChat turns stdout into a log)
+``{"registered": {name: {"conv": ..., "prompts": [...]}}, "given": [[prompts]]}``:
 - ``registered``: every template FastChat registers, as its worker answers
   ``/worker_get_conv_template`` (FastAPI's encoding of the dataclass), with the prompt FastChat's
   openai_api_server builds for each chat (None when FastChat's code raises);
@@ -28,7 +29,7 @@ def prompt_of(conv: dict, messages: list) -> str | None:
     params |= dict(max_tokens=8, echo=False, stop=None)
     try:
         gen = asyncio.run(openai_api_server.get_gen_params("m", "w", messages, **params))
-    except Exception:  # noqa: BLE001 - some FastChat templates fail on some chats
+    except Exception:  # some FastChat templates fail on some chats (steerlm)
         return None
     return gen["prompt"]
 
