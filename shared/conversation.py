@@ -167,6 +167,16 @@ class Conversation:
             "fastchat_exact": self.fastchat_exact,
         }
 
+    def log_dict(self) -> dict[str, Any]:
+        """The seed's ``Conversation.dict()``, as its chat logs record a conversation."""
+        return {
+            "template_name": self.name,
+            "system": self.system,
+            "roles": list(self.roles),
+            "messages": [list(m) for m in self.messages],
+            "offset": self.offset,
+        }
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Conversation:
         """Read a ``conv`` object: FastChat's (``sep_style`` an integer, as FastChat workers and
