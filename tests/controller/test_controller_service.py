@@ -200,6 +200,9 @@ def test_a_claimed_status_is_never_routed_and_an_address_that_never_answers_is_d
     held, serving nothing, until it answers its own status; this one never does."""
     controller_url = controller("--pending-worker-grace", "1.5", expiration=30)
     dead = f"http://127.0.0.1:{free_port()}"
+    malformed = {"worker_name": dead, "worker_status": {"model_names": "ghost"}}
+    refused = httpx.post(f"{controller_url}/register_worker", json=malformed)
+    assert refused.status_code == 400 and refused.json()["param"] == "worker_status"
     claimed = {"model_names": ["ghost"], "speed": 1}
     body = {"worker_name": dead, "check_heart_beat": False, "worker_status": claimed}
     assert httpx.post(f"{controller_url}/register_worker", json=body).status_code == 200
