@@ -147,18 +147,29 @@ class Conversation:
             return self.sep_style
         return self.wire_style or SeparatorStyle.ADD_COLON_SINGLE
 
+    def _wire_frame(self) -> tuple[str, tuple[str, str], str]:
+        """(system_template, roles, sep) as FastChat clients must render them: a chat template's
+        are its FastChat equivalent's (ours stay ``user``/``assistant`` for display)."""
+        if self.sep_style != SeparatorStyle.CHAT_TEMPLATE:
+            return self.system_template, self.roles, self.sep
+        found = fastchat_equivalent(self.chat_template or "", self.special_tokens)
+        if found is None:
+            return "{system_message}", self.roles, "\n"
+        return found[0].system_template, found[0].roles, found[0].sep
+
     def dict(self) -> dict[str, Any]:
         """FastChat 0.2.36's ``/worker_get_conv_template`` ``conv`` object, plus ``chat_template``
         and ``special_tokens`` (FastChat ignores them; our clients render the Jinja template)."""
+        system_template, roles, sep = self._wire_frame()
         return {
             "name": self.name,
-            "system_template": self.system_template,
+            "system_template": system_template,
             "system_message": self.system,
-            "roles": list(self.roles),
-            "messages": [list(m) for m in self.messages],
+            "roles": list(roles),
+            "messages": [[roles[i % 2], text] for i, (_, text) in enumerate(self.messages)],
             "offset": self.offset,
             "sep_style": fastchat_styles.style_number(self.fastchat_style().value),
-            "sep": self.sep,
+            "sep": sep,
             "sep2": self.sep2,
             "stop_str": self.stop_str,
             "stop_token_ids": list(self.stop_token_ids),
@@ -191,6 +202,8 @@ class Conversation:
         roles = tuple(data["roles"])[:2]
         if len(roles) != 2 or not all(isinstance(r, str) for r in roles):
             raise ValueError(f"roles must be at least two strings, not {data['roles']!r}")
+        if source:  # rendered from the Jinja source: the FastChat frame is for FastChat only
+            roles, data = ("user", "assistant"), {**data, "system_template": None, "sep": ""}
         return cls(
             name=str(data["name"]),
             system=str(data.get("system_message") or ""),
@@ -289,9 +302,10 @@ def chat_template_conversation(
 ) -> Conversation:
     """A conversation that renders with a tokenizer's own chat template.
 
-    When a FastChat style renders the same prompts (ChatML templates such as SmolLM2's), the
-    fields are that style's, named after it, with the template's default system message: FastChat
-    clients, which see only the fields, then build the prompt our clients build from the source.
+    When a FastChat style renders the same prompts (ChatML templates such as SmolLM2's), it is
+    named after it, with the template's default system message, and ``dict()`` gives that style's
+    fields: FastChat clients, which see only the fields, then build the prompt our clients build
+    from the source.
     """
     conv = Conversation(
         name=name,
@@ -309,9 +323,6 @@ def chat_template_conversation(
         equivalent, conv.fastchat_exact = found
         conv.name = equivalent.name
         conv.system = equivalent.system
-        conv.system_template = equivalent.system_template
-        conv.roles = equivalent.roles
-        conv.sep = equivalent.sep
         conv.wire_style = equivalent.sep_style
     return conv
 
