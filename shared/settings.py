@@ -177,6 +177,12 @@ class ControllerSettings(_Section):
     worker_api_timeout: float = Field(
         100.0, description="seconds to wait on a worker between chunks of a generation"
     )
+    pending_worker_grace: float = Field(
+        60.0,
+        gt=0,
+        description="seconds a worker that registered with a worker_status before answering "
+        "(FastChat's model_worker) has to answer its own status; it is not routed to meanwhile",
+    )
     worker_response_timeout: float = Field(
         10.0,
         gt=0,

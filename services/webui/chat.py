@@ -89,7 +89,7 @@ class ChatState:
 
     def to_dict(self) -> dict[str, Any]:
         """The conversation as the chat log records it (the original's ``state.dict()``)."""
-        conv = self.conversation.dict() if self.conversation else {}
+        conv = self.conversation.log_dict() if self.conversation else {}
         return {**conv, "conv_id": self.conv_id, "model_name": self.model}
 
 
