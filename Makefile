@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install default-model chromium compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve
+.PHONY: help install deepspeed-cpu default-model chromium compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve
 
 help:
 	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes);"
@@ -37,6 +37,17 @@ $(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# DeepSpeed for the CPU tests of the ZeRO-3 preset, in its own folder (never on the default path):
+# tests/trainer/test_deepspeed.py puts it on the training processes' PYTHONPATH.
+DEEPSPEED_DIR := $(VENV)/deepspeed
+$(DEEPSPEED_DIR)/.installed: $(STAMP) requirements/deepspeed.txt
+	DS_BUILD_OPS=0 $(PIP) install -q --upgrade --no-deps --no-build-isolation --target $(DEEPSPEED_DIR) -r requirements/deepspeed.txt
+	# Its CPU Adam, built now (minutes) rather than inside the first training run.
+	PYTHONPATH=$(DEEPSPEED_DIR) $(PY) -c "from deepspeed.ops.op_builder.cpu import CPUAdamBuilder as B; B().load()"
+	touch $@
+
+deepspeed-cpu: $(DEEPSPEED_DIR)/.installed
 
 default-model: $(STAMP)
 	$(PY) -m services.model_worker.default_model
@@ -72,7 +83,7 @@ chromium:
 	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 	  || echo "chromium is missing and cannot be installed here: the browser tests will be skipped"
 
-test: default-model chromium
+test: default-model chromium deepspeed-cpu
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not faults and not containers"
 
 test-fast: $(STAMP)
