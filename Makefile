@@ -18,7 +18,7 @@ help:
 	@echo "make ps            show each service's health"
 	@echo "make compose-check validate compose.yaml (+ compose.gpu.yaml) and lint docker/Dockerfile"
 	@echo "make test-message  ask the served model a question through the controller"
-	@echo "make demo          make up, then ingest samples, LoRA-finetune, merge, deploy and chat"
+	@echo "make demo          make up, then one job: ingest samples, LoRA-finetune, merge, deploy; chat"
 	@echo "make test          set up and run the whole test suite"
 	@echo "make test-faults   attacks and failures against running services (after make test)"
 	@echo "make test-containers  build the images and run compose.yaml in real containers (podman)"

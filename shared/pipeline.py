@@ -76,6 +76,13 @@ def set_stage(jobs: RecordStore, job_id: str, name: str, **fields: Any) -> dict[
     return jobs.change(job_id, change)
 
 
+def close_stage(jobs: RecordStore, record: dict[str, Any], name: str) -> None:
+    """A runner's terminal hook: the stage ends as its job did, unless it already ended."""
+    stage = (record.get("stages") or {}).get(name)
+    if stage is not None and stage.get("status") not in TERMINAL:
+        set_stage(jobs, record["id"], name, status=record["status"])
+
+
 def held_by(jobs: RecordStore, job_id: str, holder: str, **fields: Any) -> dict[str, Any] | None:
     """Update the job only while ``holder`` holds it and it has not finished."""
 

@@ -217,7 +217,12 @@ def _hand_to_merger(
 
 
 def run_job(job_id: str, ctx: JobContext, owner: str) -> dict[str, Any] | None:
-    runner = runner_for(ctx.jobs, owner, ctx.common, notify=ctx.message, label="Job")
+    def close(record: dict[str, Any]) -> None:
+        pipeline.close_stage(ctx.jobs, record, "train")
+
+    runner = runner_for(
+        ctx.jobs, owner, ctx.common, notify=ctx.message, label="Job", on_terminal=close
+    )
     return runner.run(job_id, lambda run: train_job(run, ctx))
 
 
