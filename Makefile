@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install default-model chromium compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve
+.PHONY: help install deepspeed-cpu default-model chromium compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve
 
 help:
 	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes);"
@@ -18,7 +18,7 @@ help:
 	@echo "make ps            show each service's health"
 	@echo "make compose-check validate compose.yaml (+ compose.gpu.yaml) and lint docker/Dockerfile"
 	@echo "make test-message  ask the served model a question through the controller"
-	@echo "make demo          make up, then ingest samples, LoRA-finetune, merge, deploy and chat"
+	@echo "make demo          make up, then one job: ingest samples, LoRA-finetune, merge, deploy; chat"
 	@echo "make test          set up and run the whole test suite"
 	@echo "make test-faults   attacks and failures against running services (after make test)"
 	@echo "make test-containers  build the images and run compose.yaml in real containers (podman)"
@@ -47,6 +47,17 @@ $(FASTCHAT_STAMP): requirements/fastchat.txt | $(STAMP)
 	touch $(FASTCHAT_STAMP)
 
 install: $(STAMP) $(FASTCHAT_STAMP)
+
+# DeepSpeed for the CPU tests of the ZeRO-3 preset, in its own folder (never on the default path):
+# tests/trainer/test_deepspeed.py puts it on the training processes' PYTHONPATH.
+DEEPSPEED_DIR := $(VENV)/deepspeed
+$(DEEPSPEED_DIR)/.installed: $(STAMP) requirements/deepspeed.txt
+	DS_BUILD_OPS=0 $(PIP) install -q --upgrade --no-deps --no-build-isolation --target $(DEEPSPEED_DIR) -r requirements/deepspeed.txt
+	# Its CPU Adam, built now (minutes) rather than inside the first training run.
+	PYTHONPATH=$(DEEPSPEED_DIR) $(PY) -c "from deepspeed.ops.op_builder.cpu import CPUAdamBuilder as B; B().load()"
+	touch $@
+
+deepspeed-cpu: $(DEEPSPEED_DIR)/.installed
 
 default-model: $(STAMP)
 	$(PY) -m services.model_worker.default_model
@@ -88,7 +99,7 @@ chromium:
 	  >/dev/null; } \
 	  || echo "fonts-noto-color-emoji is missing: emoji show as boxes in the screenshots"
 
-test: default-model chromium $(FASTCHAT_STAMP)
+test: default-model chromium $(FASTCHAT_STAMP) deepspeed-cpu
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not faults and not containers"
 
 test-fast: $(STAMP) $(FASTCHAT_STAMP)

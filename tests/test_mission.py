@@ -1,4 +1,5 @@
-"""The whole mission through real services: ingest -> LoRA job -> merge -> deploy -> chat.
+"""The whole mission through real services, as one call: ingest -> LoRA job -> merge -> deploy
+(answering a chat) -> chat.
 
 The same code as ``make demo`` (``services.controller.demo.run_demo``), on the tiny model so it
 fits in the test budget; every service is a real process talking over HTTP, Redis and Celery.
@@ -39,6 +40,11 @@ def test_samples_become_a_deployed_fine_tuned_model_that_answers(
 
     job = outcome["job"]
     assert job["status"] == "succeeded"
+    # One call: every stage ran, each under its own record
+    assert {n: s["status"] for n, s in job["stages"].items()} == dict.fromkeys(
+        ["ingest", "train", "merge", "deploy"], "succeeded"
+    )
+    assert job["stages"]["ingest"]["id"] == outcome["dataset"]
     name = job["fine_tuned_model"]
     merged = tmp_path / "models" / name
     assert Path(job["merged_model_dir"]) == merged

@@ -18,6 +18,7 @@ from services.controller.auth import Access, ControllerAuth, TrustedNetworks, ac
 from services.controller.datasets_api import router as datasets_router
 from services.controller.deployments_api import router as deployments_router
 from services.controller.evals_api import router as evals_router
+from services.controller.jobs_api import document_request_schema
 from services.controller.jobs_api import router as jobs_router
 from services.controller.merges_api import router as merges_router
 from services.controller.openai_api import install_openai_api
@@ -120,6 +121,7 @@ def _document_credentials(app: FastAPI, public_metrics: bool) -> None:
             schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
             schemes["bearer"] = {"type": "http", "scheme": "bearer"}
             document["security"] = [{"bearer": []}]
+            document_request_schema(document)
             for path, operations in document["paths"].items():
                 if access_of(path, public_metrics) is Access.OPEN:
                     for operation in operations.values():

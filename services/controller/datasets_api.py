@@ -85,7 +85,8 @@ async def read_request(request: Request, backend: Backend) -> NewDataset:
     dataset_id = new_dataset_id()
     folder = backend.common.datasets_dir / dataset_id
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return NewDataset(dataset_id, folder, validated(DatasetSpec, await _read_json(request)))
+        spec = validated(DatasetSpec, await read_json_object(request))
+        return NewDataset(dataset_id, folder, spec)
     uploads = StagedUploads(folder)
     try:
         limits = UploadLimits.from_settings(ingestor_settings())
@@ -97,7 +98,7 @@ async def read_request(request: Request, backend: Backend) -> NewDataset:
         raise
 
 
-async def _read_json(request: Request) -> Any:
+async def read_json_object(request: Request) -> Any:
     try:
         data = await request.json()
     except ValueError as exc:
@@ -135,7 +136,7 @@ def create_dataset(backend: Backend, new: NewDataset) -> dict[str, Any]:
         spec = new.spec.model_copy(update={"sources": sources, "tokenizer": tokenizer})
         if new.uploads:
             new.uploads.commit()
-        return _record(backend, new.id, spec, new.folder)
+        return record_dataset(backend, new.id, spec, new.folder)
     except BaseException:
         if new.uploads and new.uploads.files:
             shutil.rmtree(new.folder, ignore_errors=True)
@@ -145,8 +146,13 @@ def create_dataset(backend: Backend, new: NewDataset) -> dict[str, Any]:
             new.uploads.discard()
 
 
-def _record(backend: Backend, dataset_id: str, spec: DatasetSpec, folder: Path) -> dict[str, Any]:
+def record_dataset(
+    backend: Backend, dataset_id: str, spec: DatasetSpec, folder: Path, job_id: str | None = None
+) -> dict[str, Any]:
+    """Record a checked build and queue it; ``job_id``: the fine-tuning job it feeds."""
     record = new_dataset_record(dataset_id, spec, str(folder)).model_dump()
+    if job_id is not None:
+        record["job_id"] = job_id
     backend.stores.datasets.create(record)
     backend.celery.send_task(BUILD_DATASET_TASK, args=[dataset_id], queue=INGEST_QUEUE)
     log.info("event=dataset_queued id=%s sources=%s", dataset_id, spec.sources)

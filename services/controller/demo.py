@@ -1,8 +1,9 @@
 """The whole mission against a running stack, through its public REST API (``make demo``).
 
-Ingest the CAMEL samples of ``samples/camel`` -> LoRA-finetune the default model on them with
-``merge: true`` -> the merger folds the adapter into the base -> deploy the merged model on the
-model pool -> chat with it through the controller. Each stage prints its progress.
+One call (``POST /v1/fine_tuning/jobs`` with the CAMEL samples of ``samples/camel`` uploaded,
+``merge: true`` and ``deploy: true``) ingests them, LoRA-finetunes the default model, merges the
+adapter into the base and deploys the merged model on the model pool; the job succeeds once the
+model answers a chat. Then a chat through ``test_message``. Each stage prints its progress.
 
 The samples are uploaded (one archive per folder), so the stack may run anywhere: as local
 processes, in containers, on another host. ``--base-model`` is a path as the stack's services
@@ -13,6 +14,7 @@ see it (``make demo`` gives the models volume's path when the stack runs in Dock
 from __future__ import annotations
 
 import io
+import json
 import sys
 import tarfile
 import time
@@ -82,98 +84,84 @@ def upload_of(source: Path) -> tuple[str, bytes]:
     return f"{source.name}.tar.gz", buffer.getvalue()
 
 
-def ingest(client: httpx.Client, sources: list[Path], tokenizer: str, say: Say) -> str:
-    say(f"[1/5] ingesting {', '.join(str(s) for s in sources)} (uploaded)")
-    files = [("file", upload_of(source)) for source in sources]
-    created = _check(
-        client.post(
-            "/v1/datasets",
-            data={"tokenizer": tokenizer, "max_length": "512"},
-            files=files,
-        ),
-        "creating the dataset",
-    )
-    record = _wait(
-        lambda: _check(client.get(f"/v1/datasets/{created['id']}"), "reading the dataset"),
-        lambda r: r["status"] in ("succeeded", "failed", "cancelled"),
-        600,
-        "ingestion",
-    )
-    if record["status"] != "succeeded":
-        raise DemoError(f"ingestion {record['status']}: {record.get('error')}")
-    manifest = record.get("manifest") or {}
-    say(f"      dataset {record['id']}: {manifest.get('records', '?')} conversations")
-    return record["id"]
+STAGE_LINES = {
+    "ingest": "[1/5] ingesting the samples (uploaded with the job)",
+    "train": "[2/5] LoRA fine-tuning",
+    "merge": "[3/5] merging the adapter into the base model",
+    "deploy": "[4/5] deploying the merged model; the job succeeds once it answers a chat",
+}
 
 
-def finetune(
-    client: httpx.Client, base: str, dataset: str, hyper: dict[str, Any], say: Say
+def one_call_job(
+    client: httpx.Client, base: str, sources: list[Path], hyper: dict[str, Any], say: Say
 ) -> dict[str, Any]:
-    say(f"[2/5] LoRA fine-tuning {base} (merge: true)")
+    """``POST /v1/fine_tuning/jobs`` with the samples, ``merge`` and ``deploy``: every stage in
+    one call; prints each stage as the job reaches it and the events it writes."""
+    say(f"one call: POST /v1/fine_tuning/jobs on {base} with {', '.join(s.name for s in sources)}")
+    body = {
+        "model": base,
+        "method": "lora",
+        "validation_split": 0.0,
+        "hyperparameters": hyper,
+        "merge": True,
+        "deploy": True,
+    }
+    files = [("file", upload_of(source)) for source in sources]
     job = _check(
-        client.post(
-            "/v1/fine_tuning/jobs",
-            json={
-                "model": base,
-                "training_file": dataset,
-                "method": "lora",
-                "validation_split": 0.0,
-                "hyperparameters": hyper,
-                "merge": True,
-            },
-        ),
-        "creating the fine-tuning job",
+        client.post("/v1/fine_tuning/jobs", data={"job": json.dumps(body)}, files=files),
+        "creating the job",
     )
-    seen: set[str] = set()
+    watcher = StageWatcher(client, job["id"], say)
+    record = _wait(
+        lambda: _check(client.get(f"/v1/fine_tuning/jobs/{job['id']}"), "reading the job"),
+        lambda r: r["status"] in ("succeeded", "failed", "cancelled"),
+        3600,
+        "the job",
+        watcher,
+    )
+    watcher(record)
+    if record["status"] != "succeeded":
+        raise DemoError(f"job {record['status']}: {record.get('error')}")
+    return record
 
-    def show_events(_: dict[str, Any]) -> None:
-        page = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100})
+
+class StageWatcher:
+    """Says each stage once the job reaches it (all of them, in order, even one that came and
+    went between two polls) and the events written since the last poll."""
+
+    def __init__(self, client: httpx.Client, job_id: str, say: Say) -> None:
+        self._client, self._job_id, self._say = client, job_id, say
+        self._said: list[str] = []
+        self._seen: set[str] = set()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        stages = list(record.get("stages") or {})
+        current = record.get("stage")
+        reached = stages[: stages.index(current) + 1] if current in stages else []
+        if record["status"] == "succeeded":
+            reached = stages
+        for name in reached:
+            if name not in self._said:
+                self._said.append(name)
+                self._say(STAGE_LINES.get(name, name))
+        self._events()
+
+    def _events(self) -> None:
+        path = f"/v1/fine_tuning/jobs/{self._job_id}/events"
+        page = self._client.get(path, params={"limit": 100})
         for event in reversed(page.json().get("data", [])):
-            if event["id"] in seen:
+            if event["id"] in self._seen:
                 continue
-            seen.add(event["id"])
+            self._seen.add(event["id"])
             data = event.get("data") or {}
             if event["type"] == "metrics" and "loss" in data:
                 eta = data.get("eta_s")
-                say(
+                self._say(
                     f"      step {data['step']}: loss {data['loss']:.3f}"
                     + (f", eta {eta:.0f} s" if eta is not None else "")
                 )
             elif event["type"] == "message":
-                say(f"      {event['message']}")
-
-    record = _wait(
-        lambda: _check(client.get(f"/v1/fine_tuning/jobs/{job['id']}"), "reading the job"),
-        lambda r: r["status"] in ("succeeded", "failed", "cancelled"),
-        1800,
-        "fine-tuning",
-        show_events,
-    )
-    if record["status"] != "succeeded":
-        raise DemoError(f"fine-tuning job {record['status']}: {record.get('error')}")
-    return record
-
-
-def report_merge(client: httpx.Client, job: dict[str, Any], say: Say) -> None:
-    merge = _check(client.get(f"/v1/merges/{job['merge_id']}"), "reading the merge")
-    say(f"[3/5] merged into {merge.get('output_dir')}")
-    if merge.get("verification"):
-        say(f"      verification: {merge['verification']}")
-
-
-def deploy(client: httpx.Client, name: str, say: Say) -> dict[str, Any]:
-    say(f"[4/5] deploying {name}")
-    _check(client.post(f"/v1/models/{name}/deploy"), "deploying")
-    record = _wait(
-        lambda: _check(client.get(f"/v1/models/{name}/deploy"), "reading the deployment"),
-        lambda r: r["status"] in ("deployed", "failed"),
-        600,
-        "deployment",
-    )
-    if record["status"] != "deployed":
-        raise DemoError(f"deployment failed: {record.get('error')}")
-    say(f"      served by {record['worker_address']}")
-    return record
+                self._say(f"      {event['message']}")
 
 
 def chat(client: httpx.Client, name: str, message: str, say: Say, api_key: str = "") -> str:
@@ -202,14 +190,13 @@ def run_demo(
 ) -> dict[str, Any]:
     """Every stage in order; returns what the test and the caller want to know."""
     headers = bearer_header(api_key)
-    with httpx.Client(base_url=controller, timeout=30, headers=headers) as client:
-        dataset = ingest(client, sources, base, say)
-        job = finetune(client, base, dataset, hyperparameters or DEMO_HYPERPARAMETERS, say)
-        report_merge(client, job, say)
+    with httpx.Client(base_url=controller, timeout=60, headers=headers) as client:
+        job = one_call_job(client, base, sources, hyperparameters or DEMO_HYPERPARAMETERS, say)
         name = job["fine_tuned_model"]
-        deployment = deploy(client, name, say)
+        deployment = _check(client.get(f"/v1/models/{name}/deploy"), "reading the deployment")
+        say(f"      served by {deployment['worker_address']}")
         reply = chat(client, name, message, say, api_key)
-    return {"dataset": dataset, "job": job, "deployment": deployment, "reply": reply}
+    return {"dataset": job["training_file"], "job": job, "deployment": deployment, "reply": reply}
 
 
 def _say(line: str) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services.merger.errors import MergeCancelled, MergeError
+from shared import pipeline
 from shared.celery_app import MERGE_QUEUE, MERGE_TASK, make_celery
 from shared.jobs import (
     TERMINAL_STATUSES,
@@ -43,7 +44,6 @@ from shared.paths import (
 )
 from shared.settings import DEFAULT_MODEL_NAME, CommonSettings
 from shared.stores import Stores
-from shared.training import job_event
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class MergeContext:
         self.merges = stores.merges
         self.jobs = stores.jobs
         self.job_events = stores.job_events
+        self.deployments = stores.deployments
         self.models_dir = Path(common.models_dir)
         self.roots = AllowedRoots.of(common)
 
@@ -74,7 +75,24 @@ class JobNotifier:
 
     def message(self, text: str, level: str = "info") -> None:
         if self._id is not None:
-            self._ctx.job_events.append(self._id, job_event(text, level))
+            pipeline.stage_event(self._ctx.job_events, self._id, "merge", text, level)
+
+    def stage(self, **fields: Any) -> None:
+        """The job's merge stage (jobs created with ``sources`` or ``deploy``)."""
+        if self._id is not None:
+            pipeline.set_stage(self._ctx.jobs, self._id, "merge", **fields)
+
+    def _to_deploy(self, merge: dict[str, Any]) -> bool:
+        """A job that deploys goes on to its deploy stage with the published model."""
+        job = self._ctx.jobs.get(self._id) if self._id is not None else None
+        if job is None or not pipeline.has_stage(job, "deploy"):
+            return False
+        holder, fields = pipeline.deploy_handoff(merge["name"], merge["output_dir"])
+        self.update(handed_off_to=holder, merged_model_dir=merge["output_dir"], **fields)
+        self.stage(status="succeeded")
+        stores = self._ctx
+        pipeline.create_deployment(stores.jobs, stores.deployments, stores.job_events, job["id"])
+        return True
 
     def update(self, **fields: Any) -> None:
         def owned(job: dict[str, Any]) -> bool:
@@ -94,6 +112,9 @@ class JobNotifier:
                 f"Merged model {merge['name']} published in {output} "
                 f"(verified: relative logit error {error:.3g})."
             )
+            if self._to_deploy(merge):
+                return
+            self.stage(status="succeeded")
             self.message("The job has successfully completed.")
             self.update(
                 status="succeeded",
@@ -106,9 +127,11 @@ class JobNotifier:
             self.message(f"Merge failed: {message}", "error")
             error = {"code": merge["error"]["code"], "message": f"merge failed: {message}"}
             self.update(status="failed", finished_at=now, error={**error, "param": None})
+            self.stage(status="failed")
         else:
             self.message("Merge cancelled; the adapter is kept in the job's result folder.")
             self.update(status="cancelled", finished_at=now)
+            self.stage(status="cancelled")
 
 
 def resolve_adapter(ctx: MergeContext, adapter: str) -> str:
@@ -171,10 +194,12 @@ def merge_job(run: JobRun, ctx: MergeContext, job: JobNotifier) -> Finished:
         # The previous runner published, then died before reporting.
         return Finished(_result_fields({**done, "duration_s": None}))
     job.message(f"Merging the adapter into {record['base_model']} as model {record['name']}.")
+    job.stage(status="running", id=run.id)
 
     def on_progress(event: dict[str, Any]) -> None:
         log.info("event=merge_progress id=%s phase=%s", run.id, event["phase"])
         run.update(progress=event)
+        job.stage(progress=event)
 
     try:
         adapter = resolve_adapter(ctx, record["adapter"])

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from services.model_pool.children import Child, WorkerLaunch, worker_command, worker_environment
+from services.model_pool.deploy_check import DeployChecks
 from services.model_pool.ports import first_free_port, parse_port_range
 from shared.auth import bearer_header
 from shared.deployments import (
@@ -70,6 +71,9 @@ class ModelPool:
         auth = auth or AuthSettings()
         self._worker_env = worker_environment(auth)
         self._http = httpx.Client(timeout=2.0, headers=bearer_header(auth.worker_token))
+        self._checks = DeployChecks(
+            self._redis, self._keys, controller_address, auth.worker_token, settings.load_timeout
+        )
 
     # --- records ---------------------------------------------------------------------------
     def _records(self) -> dict[str, dict[str, Any]]:
@@ -86,9 +90,11 @@ class ModelPool:
         )
 
     def _fail(self, name: str, code: str, message: str) -> None:
-        self._set(
+        failed = self._set(
             name, self.name, status=FAILED, **_RELEASED, error={"code": code, "message": message}
         )
+        if failed is not None and failed.get("job_id"):
+            self._checks.fail(failed, f"deployment failed: {message}")
 
     def _pool_alive(self, pool: str) -> bool:
         return bool(self._redis.exists(pool_heartbeat_key(self._keys, pool)))
@@ -183,8 +189,10 @@ class ModelPool:
         answer = self._probe(child)
         if answer == 200:
             address = self._worker_address(child.port)
-            self._set(name, self.name, status=DEPLOYED, worker_address=address)
+            deployed = self._set(name, self.name, status=DEPLOYED, worker_address=address)
             log.info("event=model_deployed model=%s port=%d", name, child.port)
+            if deployed is not None and deployed.get("job_id"):
+                self._checks.start(deployed)
         elif answer == 401:
             self._stop_child(name)
             message = (

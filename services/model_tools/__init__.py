@@ -1,1 +1,2 @@
-"""Model utilities: LLaMA conversion, half precision, delta weights, CAMEL model downloads."""
+"""Model utilities: LLaMA conversion, half precision, delta weights, CAMEL model downloads, GGUF
+export."""

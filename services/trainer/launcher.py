@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -60,6 +61,12 @@ def launch_config(request: FineTuneRequest, processes: int) -> dict[str, Any]:
     return accelerate_config("MULTI_GPU", processes)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def launch_command(
     request: FineTuneRequest, output_dir: Path, processes: int, use_gpus: bool
 ) -> tuple[list[str], Path]:
@@ -81,6 +88,9 @@ def launch_command(
                 **config.get("deepspeed_config", {}),
                 "deepspeed_config_file": str(deepspeed_file),
             }
+        if config.get("num_machines", 1) == 1:
+            # A port of its own: two jobs (or test runs) on one node never meet at 29500.
+            config.setdefault("main_process_port", _free_port())
         config_file.write_text(yaml.safe_dump(config))
         launcher = [sys.executable, "-m", "accelerate.commands.launch"]
         launcher += ["--config_file", str(config_file), "-m"]

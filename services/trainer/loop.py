@@ -59,6 +59,15 @@ def optimizer_name(method: str) -> str:
     return "adamw_torch"
 
 
+def _join_deepspeed_group() -> None:
+    """On CPU (gloo) transformers sets up torch.distributed but not DeepSpeed's own group, so
+    ZeRO-3's ``zero.Init`` at model load would see a world of one and reject the batch sizes;
+    on GPUs transformers calls this itself."""
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="gloo")
+
+
 def build_training_args(
     request: FineTuneRequest,
     hp: Hyperparameters,
@@ -78,7 +87,7 @@ def build_training_args(
     if hp.gradient_checkpointing:
         extra["activation_checkpointing"] = True
         extra["activation_checkpointing_kwargs"] = {"use_reentrant": False}
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(checkpoints_dir),
         per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.batch_size,
@@ -112,3 +121,6 @@ def build_training_args(
         ddp_find_unused_parameters=False if request.method != "full" else None,
         **extra,
     )
+    if "deepspeed" in extra and not torch.cuda.is_available():
+        _join_deepspeed_group()
+    return args

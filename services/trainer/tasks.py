@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from shared import pipeline
 from shared.celery_app import TRAIN_JOB_TASK, make_celery, train_queue
 from shared.jobs import Finished, HandedOff, JobCancelled, JobFailed, JobRun, runner_identity
 from shared.jobs.service import runner_for, watch_orphans_when_ready
@@ -47,7 +48,7 @@ class JobContext:
         self.celery = celery_app if celery_app is not None else app
 
     def message(self, job_id: str, text: str, level: str = "info") -> None:
-        self.events.append(job_id, job_event(text, level))
+        pipeline.stage_event(self.events, job_id, "train", text, level)
 
 
 def resolve_file(ctx: JobContext, name: str | None) -> str | None:
@@ -101,9 +102,13 @@ class EventSink:
 
     def _metrics(self, data: dict[str, Any]) -> None:
         text = f"Step {data.get('step')}: training loss={data.get('loss')}"
-        self._ctx.events.append(self._run.id, job_event(text, kind="metrics", data=data))
+        event = job_event(text, kind="metrics", data=data)
+        self._ctx.events.append(self._run.id, {**event, "stage": "train"})
         if (eta := data.get("eta_s")) is not None:
             self._run.update(estimated_finish=int(time.time() + eta))
+        if pipeline.has_stage(self._run.record, "train") and "loss" in data:
+            progress = {k: data.get(k) for k in ("step", "loss", "epoch", "eta_s")}
+            pipeline.set_stage(self._ctx.jobs, self._run.id, "train", progress=progress)
 
     def _checkpoint(self, event: dict[str, Any]) -> None:
         checkpoint = {
@@ -148,6 +153,8 @@ def train_job(run: JobRun, ctx: JobContext) -> Finished | HandedOff:
 
     record = run.record
     request = checked_request(ctx, record)
+    if pipeline.has_stage(record, "train"):
+        pipeline.set_stage(ctx.jobs, run.id, "train", status="running", id=run.id)
     try:
         result = _train(request, output_folder(ctx, record), EventSink(ctx, run), run)
     except (TrainingError, FileNotFoundError, ValueError) as exc:
@@ -165,8 +172,24 @@ def train_job(run: JobRun, ctx: JobContext) -> Finished | HandedOff:
         ctx.message(
             run.id, "merge: true has nothing to do for a full finetune: the result is a model."
         )
+    if pipeline.has_stage(record, "deploy") and outcome["result_dir"]:
+        return _hand_to_deploy(ctx, record, outcome)
     ctx.message(run.id, "The job has successfully completed.")
     return Finished({**outcome, "fine_tuned_model": fine_tuned_model_name(record)})
+
+
+def _hand_to_deploy(ctx: JobContext, record: dict[str, Any], outcome: dict[str, Any]) -> HandedOff:
+    """A trained model (a full finetune) goes to the deploy stage: the job succeeds once the
+    model pool has it answering a chat."""
+    holder, fields = pipeline.deploy_handoff(fine_tuned_model_name(record), outcome["result_dir"])
+    pipeline.set_stage(ctx.jobs, record["id"], "train", status="succeeded")
+    ctx.message(record["id"], f"Training finished; deploying {fields['fine_tuned_model']}.")
+    stores = Stores.connect(ctx.common)
+
+    def start() -> None:
+        pipeline.create_deployment(ctx.jobs, stores.deployments, ctx.events, record["id"])
+
+    return HandedOff(holder, {**outcome, **fields}, then=start)
 
 
 def _hand_to_merger(
@@ -183,6 +206,9 @@ def _hand_to_merger(
     ctx.message(
         record["id"], f"Training finished; merging the adapter into the base model ({merge['id']})."
     )
+    if pipeline.has_stage(record, "merge"):
+        pipeline.set_stage(ctx.jobs, record["id"], "train", status="succeeded")
+        pipeline.set_stage(ctx.jobs, record["id"], "merge", status="queued", id=merge["id"])
     return HandedOff(
         merge["id"],
         {"merge_id": merge["id"], **outcome},
@@ -191,7 +217,12 @@ def _hand_to_merger(
 
 
 def run_job(job_id: str, ctx: JobContext, owner: str) -> dict[str, Any] | None:
-    runner = runner_for(ctx.jobs, owner, ctx.common, notify=ctx.message, label="Job")
+    def close(record: dict[str, Any]) -> None:
+        pipeline.close_stage(ctx.jobs, record, "train")
+
+    runner = runner_for(
+        ctx.jobs, owner, ctx.common, notify=ctx.message, label="Job", on_terminal=close
+    )
     return runner.run(job_id, lambda run: train_job(run, ctx))
 
 

@@ -71,6 +71,28 @@ def job_request(form: JobForm) -> dict[str, Any]:
     return body
 
 
+def one_call_request(form: JobForm, sources: list[str]) -> dict[str, Any]:
+    """The body that ingests ``sources``, trains, merges (adapters) and deploys in one job."""
+    if not sources:
+        raise FormError("Sources: pick a Hub dataset or type a source above (uploads: ingest).")
+    body = job_request(JobForm(**{**form.__dict__, "training_file": "-"}))
+    del body["training_file"]
+    return {**body, "sources": sources, "merge": form.method != "full", "deploy": True}
+
+
+def stages_markdown(job: dict[str, Any]) -> str:
+    """One line per stage of a job created with sources or deploy: status, record, progress."""
+    stages = job.get("stages") or {}
+    lines = []
+    for name, stage in stages.items():
+        progress = stage.get("progress") or {}
+        detail = ", ".join(f"{k} {v}" for k, v in progress.items() if not isinstance(v, dict))
+        marker = " (current)" if name == job.get("stage") else ""
+        record = f" `{stage['id']}`" if stage.get("id") else ""
+        lines.append(f"- {name}{marker}: **{stage.get('status')}**{record} {detail}".rstrip())
+    return "\n".join(lines)
+
+
 def metrics_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``data`` of every metrics event, oldest first."""
     return [e["data"] for e in events if e.get("type") == "metrics" and e.get("data")]
@@ -161,6 +183,8 @@ def job_summary(job: dict[str, Any]) -> str:
         f"**{job['id']}**: {job.get('method', '?')} on `{job.get('model', '?')}`, "
         f"status **{job.get('status', '?')}**"
     ]
+    if job.get("stages"):
+        lines.append(stages_markdown(job))
     if job.get("fine_tuned_model"):
         lines.append(f"Result: `{job['fine_tuned_model']}`")
     if job.get("error"):

@@ -23,6 +23,7 @@ from services.webui.training import (
     job_summary,
     loss_rows,
     manifest_markdown,
+    one_call_request,
     progress_html,
     ready_datasets,
 )
@@ -148,6 +149,18 @@ class TrainingActions:
             return [notice(str(exc)), gr.skip()]
         log.info("event=job_requested id=%s model=%s", job["id"], job["model"])
         return [f"Fine-tuning job **{job['id']}** queued.", gr.Dropdown(value=job["id"])]
+
+    def one_call(self, hub: list[str], other: str, *values: Any) -> list[Any]:
+        """Inputs: the ingestion form's sources, then the fine-tuning form's fields. Outputs:
+        submit status, job pick. Ingest, train, merge and deploy as one job."""
+        sources = [*(hub or []), *(s.strip() for s in (other or "").split(",") if s.strip())]
+        try:
+            job = self.client.create_job(one_call_request(_form_of(values), sources))
+        except (FormError, ServiceError) as exc:
+            return [notice(str(exc)), gr.skip()]
+        log.info("event=one_call_requested id=%s model=%s", job["id"], job["model"])
+        text = f"Job **{job['id']}** queued: ingest, train, merge and deploy."
+        return [text, gr.Dropdown(value=job["id"])]
 
     def show_job(self, job_id: str | None) -> list[Any]:
         """Outputs: progress bar, summary, loss curve."""

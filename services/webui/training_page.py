@@ -64,6 +64,7 @@ class FineTuneForm:
     suffix: gr.Textbox
     merge: gr.Checkbox
     submit: gr.Button
+    one_call: gr.Button
     status: gr.Markdown
 
     def inputs(self) -> list[gr.components.Component]:
@@ -173,6 +174,9 @@ def build_fine_tune_form(base_models: list[str]) -> FineTuneForm:
         suffix = gr.Textbox(label="Name suffix of the result", max_length=64)
         merge = gr.Checkbox(False, label="Merge the adapter into the base model when done")
         submit = gr.Button("Start fine-tuning", variant="primary", elem_id="start-job")
+        one_call = gr.Button(
+            "Ingest the sources above, train, merge and deploy", elem_id="one-call-job"
+        )
     status = gr.Markdown(elem_id="job-submit-status")
     return FineTuneForm(
         base_model,
@@ -187,6 +191,7 @@ def build_fine_tune_form(base_models: list[str]) -> FineTuneForm:
         suffix,
         merge,
         submit,
+        one_call,
         status,
     )
 
@@ -239,6 +244,12 @@ def wire_training_events(
     form.submit.click(actions.submit_job, form.inputs(), [form.status, jobs.pick], **PRIVATE).then(
         actions.refresh_lists, [known_lists], lists, **PRIVATE
     )
+    form.one_call.click(
+        actions.one_call,
+        [ingest.hub_sources, ingest.other_sources, *form.inputs()],
+        [form.status, jobs.pick],
+        **PRIVATE,
+    ).then(actions.refresh_lists, [known_lists], lists, **PRIVATE)
     jobs.pick.change(actions.show_job, [jobs.pick], jobs.outputs(), **PRIVATE)
     jobs.cancel.click(actions.cancel_job, [jobs.pick], [jobs.summary], **PRIVATE)
     jobs.deploy.click(

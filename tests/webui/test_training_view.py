@@ -16,6 +16,7 @@ from services.webui.training import (
     job_summary,
     loss_rows,
     manifest_markdown,
+    one_call_request,
     progress_html,
     ready_datasets,
 )
@@ -171,3 +172,33 @@ def test_the_empty_loss_curve_has_a_named_series_not_a_number_scale() -> None:
     plot = gr.LinePlot(EMPTY_CURVE, x="step", y="loss", color="series")
     for frame in (EMPTY_CURVE, _curve([{"step": 1, "loss": 2.0, "series": "train"}])):
         assert plot.postprocess(frame).datatypes["series"] == "nominal"
+
+
+def test_one_call_request_ingests_trains_merges_and_deploys() -> None:
+    form = JobForm(base_model="models/base", training_file="", method="lora", max_steps=4)
+    body = one_call_request(form, ["ai_society", "imports/chats.jsonl"])
+    assert "training_file" not in body
+    assert body["sources"] == ["ai_society", "imports/chats.jsonl"]
+    assert body["merge"] is True and body["deploy"] is True
+    assert body["hyperparameters"]["max_steps"] == 4
+    full = one_call_request(JobForm(base_model="m", training_file="", method="full"), ["code"])
+    assert full["merge"] is False and full["deploy"] is True
+    with pytest.raises(FormError, match="Sources"):
+        one_call_request(form, [])
+
+
+def test_job_summary_lists_the_stages() -> None:
+    job = {
+        "id": "ftjob-1",
+        "status": "running",
+        "stage": "train",
+        "stages": {
+            "ingest": {"status": "succeeded", "id": "ds-1", "progress": None},
+            "train": {"status": "running", "id": "ftjob-1", "progress": {"step": 3, "loss": 1.5}},
+            "deploy": {"status": "queued", "id": None, "progress": None},
+        },
+    }
+    text = job_summary(job)
+    assert "- ingest: **succeeded** `ds-1`" in text
+    assert "- train (current): **running** `ftjob-1` step 3, loss 1.5" in text
+    assert "- deploy: **queued**" in text
