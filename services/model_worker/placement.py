@@ -71,8 +71,9 @@ def memory_bytes(value: str, flag: str) -> int:
     """``"13GiB"``, ``"500MB"``, ``"2048"`` (bytes) as accelerate reads them; else an error."""
     from accelerate.utils import convert_file_size_to_int
 
+    value = value.strip()
     try:
-        size = convert_file_size_to_int(value.strip())
+        size = int(value) if value.isdigit() else convert_file_size_to_int(value)
     except (ValueError, TypeError):
         raise PlacementError(f"{flag} {value!r} is not a size (e.g. 13GiB, 500MB)") from None
     if size <= 0:
