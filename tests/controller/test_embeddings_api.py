@@ -5,7 +5,9 @@ httpx; FastChat's wire format on the worker and through the controller's proxy r
 from __future__ import annotations
 
 import base64
+import os
 import struct
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -211,3 +213,53 @@ def test_health_answers_while_a_large_batch_is_embedded(stack: Stack) -> None:
     thread.join()
     assert answers == [200]
     assert health_during >= 1
+
+
+FASTCHAT_VENV = Path(os.environ.get("FASTCHAT_VENV", "/root/.cache/camel-chat/peers/fastchat"))
+
+
+class PeerProcess(ServiceProcess):
+    """``python -m <module>`` run by another virtualenv's Python (FastChat's own)."""
+
+    def __init__(self, python: Path, module: str, args: list[str], log_path: Path) -> None:
+        super().__init__(module, args, log_path)
+        self.python = python
+
+    def start(self) -> PeerProcess:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(self.python), "-m", self.module, *self.args],
+            cwd=self.log_path.parent,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+
+@pytest.mark.skipif(
+    not (FASTCHAT_VENV / ".installed").exists(),
+    reason=f"FastChat 0.2.36's virtualenv is not at {FASTCHAT_VENV} (FASTCHAT_VENV)",
+)
+def test_fastchats_openai_api_server_embeds_through_our_controller_and_worker(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """FastChat's real ``openai_api_server`` finds our worker through our controller and reads
+    our ``/worker_get_embeddings``; the official SDK gets the same vectors from both servers."""
+    port = free_port()
+    server = PeerProcess(
+        FASTCHAT_VENV / "bin" / "python",
+        "fastchat.serve.openai_api_server",
+        ["--host", "127.0.0.1", "--port", str(port), "--controller-address", stack.url],
+        tmp_path / "fastchat-openai.log",
+    ).start()
+    try:
+        server.wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=120)
+        theirs = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        texts = ["one camel", "two camels", "a desert", "an oasis", "the end"]  # two batches of 4
+        a = theirs.embeddings.create(model=MINILM, input=texts, encoding_format="float")
+        b = sdk(stack).embeddings.create(model=MINILM, input=texts, encoding_format="float")
+        assert np.allclose([d.embedding for d in a.data], [d.embedding for d in b.data], atol=1e-6)
+        assert a.usage.prompt_tokens == b.usage.prompt_tokens
+    finally:
+        server.stop()
