@@ -183,5 +183,6 @@ def _summary(device_map: dict[str, Any] | None) -> str:
         return "none"
     counts: dict[str, int] = {}
     for where in device_map.values():
-        counts[str(where)] = counts.get(str(where), 0) + 1
+        name = f"cuda:{where}" if isinstance(where, int) else str(where)
+        counts[name] = counts.get(name, 0) + 1
     return ",".join(f"{k}:{v}" for k, v in counts.items())

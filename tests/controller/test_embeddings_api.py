@@ -190,6 +190,8 @@ def test_an_embedding_model_refuses_generation_with_a_400(stack: Stack) -> None:
     assert "embedding model" in caught.value.message
     direct = httpx.post(f"{stack.minilm_url}/worker_generate", json={"prompt": "Hi"})
     assert direct.status_code == 400 and direct.json()["param"] == "model"
+    tgi = httpx.post(f"{stack.minilm_url}/generate", json={"inputs": "Hi"})
+    assert tgi.status_code == 422 and "embedding model" in tgi.json()["error"]
     assert httpx.get(f"{stack.minilm_url}/health").json()["status"] == "ok"
 
 

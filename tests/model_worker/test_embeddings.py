@@ -114,3 +114,11 @@ def test_a_generating_engine_also_embeds(tiny: LoadedModel, tiny_model_dir: Path
             engine.shutdown()
 
     assert asyncio.run(run()) == [3, 3, 3]
+
+
+def test_the_terminal_chat_refuses_an_embedding_model() -> None:
+    from tests.model_worker.test_cli import run_cli
+
+    proc = run_cli(bundled_embedding_model(), "Hi\n")
+    assert proc.returncode == 2
+    assert "is an embedding model" in proc.stderr
