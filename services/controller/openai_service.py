@@ -549,11 +549,15 @@ class OpenAIService:
         async def attempt(worker: str) -> EmbeddingResponse:
             answer = await self._embed_on(worker, body, request_id)
             try:
+                if answer.get("error_code"):
+                    # FastChat's workers report a failure with 200 and an error code.
+                    message = str(answer.get("text") or "embedding failed")
+                    raise from_worker_code(message, int(answer["error_code"]), "input")
                 vectors, token_num = answer["embedding"], int(answer["token_num"])
                 result = embedding_response(
                     request.model, vectors, token_num, request.encoding_format
                 )
-            except (KeyError, TypeError, ValueError) as exc:
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
                 raise worker_broken(f"{EMBEDDINGS_PATH} answered {str(answer)[:200]!r}") from exc
             if len(result.data) != len(request.input):
                 raise worker_broken(

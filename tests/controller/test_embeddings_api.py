@@ -10,7 +10,7 @@ import struct
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +19,11 @@ import numpy as np
 import openai
 import pytest
 import redis
+from fastapi.responses import Response
 
 from services.model_worker.embedding import bundled_embedding_model
+from shared.worker_protocol import encode_chunk
+from tests.controller.stand_in import StandInWorker
 from tests.support import ServiceProcess, free_port, post_json_text, wait_until
 
 TINY, MINILM = "tiny", "all-MiniLM-L6-v2"
@@ -265,3 +268,43 @@ def test_fastchats_openai_api_server_embeds_through_our_controller_and_worker(
         assert a.usage.prompt_tokens == b.usage.prompt_tokens
     finally:
         server.stop()
+
+
+def fastchat_answer(body: dict) -> Callable[[], Response]:
+    """A stand-in worker's script: one JSON answer, as FastChat's worker sends it."""
+    return lambda: Response(encode_chunk(body), media_type="application/octet-stream")
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "code"),
+    [
+        ({"text": "CUDA out of memory", "error_code": 50002}, 500, "50002"),
+        ({"embedding": "nope", "token_num": 1}, 502, "bad_worker"),
+        ({"embedding": [[1.0], [2.0]], "token_num": 1}, 502, "bad_worker"),
+    ],
+)
+def test_a_workers_failure_or_nonsense_is_an_openai_error(
+    stack: Stack, answer: dict, status: int, code: str
+) -> None:
+    model = f"stand-in-{uuid.uuid4().hex[:6]}"
+    double = StandInWorker([model], fastchat_answer(answer)).start().join(stack.url)
+    try:
+        response = httpx.post(f"{stack.url}/v1/embeddings", json={"model": model, "input": "x"})
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+    finally:
+        double.leave(stack.url)
+        double.stop()
+
+
+def test_any_worker_speaking_fastchats_protocol_serves_v1_embeddings(stack: Stack) -> None:
+    model = f"stand-in-{uuid.uuid4().hex[:6]}"
+    answer = {"embedding": [[0.6, 0.8], [1.0, 0.0]], "token_num": 7}
+    double = StandInWorker([model], fastchat_answer(answer)).start().join(stack.url)
+    try:
+        result = sdk(stack).embeddings.create(model=model, input=["a", "b"])  # base64 by default
+        assert np.allclose([d.embedding for d in result.data], answer["embedding"], atol=1e-7)
+        assert result.usage.prompt_tokens == 7
+    finally:
+        double.leave(stack.url)
+        double.stop()
