@@ -113,14 +113,13 @@ def choose_device(options: PlacementOptions, gpu_count: int, mps: bool) -> tuple
                 + (f" --max-gpu-memory {options.max_gpu_memory}" if options.max_gpu_memory else "")
                 + f" asked for, but no CUDA GPU is visible: running on {device}"
             )
+    if device == "cuda" and gpu_count == 0:
+        raise PlacementError("--device cuda asked for, but no CUDA GPU is visible")
     if device == "cuda" and gpu_count < options.num_gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise PlacementError(
             f"--num-gpus {options.num_gpus} asked for, but {gpu_count} CUDA GPU(s) are visible"
-            + (
-                f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']})"
-                if "CUDA_VISIBLE_DEVICES" in os.environ
-                else ""
-            )
+            + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else "")
         )
     if device == "mps" and not mps:
         raise PlacementError("--device mps asked for, but MPS is not available")

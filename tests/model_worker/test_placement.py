@@ -19,6 +19,7 @@ from services.model_worker.placement import (
     PlacementError,
     PlacementOptions,
     apply_visible_gpus,
+    memory_bytes,
     plan_placement,
 )
 from services.model_worker.template_choice import conversation_for
@@ -47,7 +48,8 @@ def test_no_gpu_with_device_auto_runs_on_cpu_with_a_warning() -> None:
 @pytest.mark.parametrize(
     ("gpus", "options", "words"),
     [
-        (0, {"device": "cuda"}, "--num-gpus 1 asked for, but 0 CUDA GPU(s)"),
+        (0, {"device": "cuda"}, "--device cuda asked for, but no CUDA GPU is visible"),
+        (0, {"device": "cuda", "num_gpus": 2}, "--device cuda asked for, but no CUDA GPU"),
         (1, {"device": "cuda", "num_gpus": 2}, "--num-gpus 2 asked for, but 1 CUDA GPU(s)"),
         (1, {"num_gpus": 2}, "--num-gpus 2 asked for, but 1"),
         (2, {"num_gpus": 2, "max_gpu_memory": "13 apples"}, "--max-gpu-memory '13 apples'"),
@@ -86,6 +88,12 @@ def test_several_gpus_with_a_cap_split_automatically_under_it() -> None:
         "device_map": "auto",
         "max_memory": {0: 13 * GIB, 1: 13 * GIB},
     }
+
+
+def test_sizes_read_as_accelerate_reads_them_fastchats_spelling_too() -> None:
+    assert memory_bytes("13Gib", "--max-gpu-memory") == 13 * GIB  # FastChat's README spelling
+    assert memory_bytes("500MB", "--max-cpu-memory") == 500 * 10**6
+    assert memory_bytes("2048", "--max-cpu-memory") == 2048
 
 
 def test_several_gpus_without_a_cap_fill_85_percent_of_free_memory_in_order() -> None:
@@ -176,7 +184,7 @@ def test_the_seed_readme_line_num_gpus_2_runs_on_a_cpu_machine(tiny_model_dir: P
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
-        (["--device", "cuda", "--num-gpus", "2"], "--num-gpus 2 asked for, but 0 CUDA GPU(s)"),
+        (["--device", "cuda", "--num-gpus", "2"], "--device cuda asked for, but no CUDA GPU"),
         (["--gpus", "0", "--num-gpus", "2"], "--gpus '0' lists fewer than --num-gpus 2"),
         (["--max-gpu-memory", "lots"], "--max-gpu-memory: Value error, 'lots' is not a memory"),
     ],
