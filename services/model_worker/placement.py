@@ -143,8 +143,10 @@ def plan_placement(
         memory_bytes(options.max_cpu_memory, "--max-cpu-memory") if options.max_cpu_memory else None
     )
     folder = options.offload_folder or None
+    if device == "mps" and cpu_cap is not None:
+        warnings.append("--max-cpu-memory applies to CPU and CUDA placement; ignored on mps")
     if device != "cuda":
-        if cpu_cap is None:
+        if cpu_cap is None or device == "mps":
             return Placement(device, warnings=warnings)
         # CPU only, capped: what does not fit in the cap is offloaded to disk.
         return Placement("cpu", "auto", {"cpu": cpu_cap}, folder, warnings=warnings)

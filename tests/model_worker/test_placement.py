@@ -195,3 +195,20 @@ def test_cli_flags_the_machine_cannot_honour_exit_2_naming_them(
     proc = run_cli(tiny_model_dir, "", *flags)
     assert proc.returncode == 2
     assert words in proc.stderr
+
+
+@pytest.mark.parametrize("flags", [["--load-8bit"], ["--device", "cpu"]])
+def test_the_seed_readme_lines_load_8bit_and_device_cpu_run(
+    tiny_model_dir: Path, flags: list[str]
+) -> None:
+    proc = run_cli(tiny_model_dir, "Hello there\n!exit\n", "--style", "simple", *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("assistant: ") == 1
+
+
+def test_mps_loads_whole_and_ignores_a_cpu_cap_with_a_warning() -> None:
+    placement = plan_placement(PlacementOptions(max_cpu_memory="1GiB"), 0, lambda _: 0, mps=True)
+    assert (placement.device, placement.device_map) == ("mps", None)
+    assert placement.warnings == [
+        "--max-cpu-memory applies to CPU and CUDA placement; ignored on mps"
+    ]
