@@ -38,7 +38,17 @@ $(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	$(PIP) install -q --upgrade --no-deps --target $(VENV)/text-generation-client -r requirements/text-generation-client.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+# FastChat 0.2.36 in its own virtualenv, for the interoperability tests (tests/fastchat/).
+FASTCHAT_VENV := $(VENV)/fastchat
+FASTCHAT_STAMP := $(FASTCHAT_VENV)/.installed-fastchat
+$(FASTCHAT_STAMP): requirements/fastchat.txt | $(STAMP)
+	rm -rf $(FASTCHAT_VENV)
+	$(PYTHON) -m venv $(FASTCHAT_VENV)
+	$(FASTCHAT_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(FASTCHAT_VENV)/bin/python -m pip install -q --no-deps -r requirements/fastchat.txt
+	touch $(FASTCHAT_STAMP)
+
+install: $(STAMP) $(FASTCHAT_STAMP)
 
 default-model: $(STAMP)
 	$(PY) -m services.model_worker.default_model
@@ -68,16 +78,22 @@ test-message: $(STAMP)
 demo: up
 	$(PY) scripts/stack.py demo
 
-# The web UI's browser tests drive Debian's chromium (Playwright never downloads a browser).
+# The web UI's browser tests drive Debian's chromium (Playwright never downloads a browser), with
+# a colour emoji font so that the buttons' emoji are drawn in screenshots (not empty boxes).
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 	  || echo "chromium is missing and cannot be installed here: the browser tests will be skipped"
+	@[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji \
+	  >/dev/null; } \
+	  || echo "fonts-noto-color-emoji is missing: emoji show as boxes in the screenshots"
 
-test: default-model chromium
+test: default-model chromium $(FASTCHAT_STAMP)
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not faults and not containers"
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(FASTCHAT_STAMP)
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not slow and not faults and not containers"
 
 # Attacks and failures against running services: auth, paths, limits, schemathesis, worker and

@@ -3,8 +3,10 @@
 For machines without a Docker engine. ``up`` reuses a Redis that answers ($REDIS_URL, else
 127.0.0.1:6379; else starts a private one), reads compose.yaml through the Compose binary (see
 compose_plan.py for the translation), then starts each service as soon as its ``depends_on``
-conditions hold, waiting on the same healthchecks Docker would run. Logs go to
-$LOG_DIR/<service>.log, pid files and state to $STACK_RUN_DIR. ``down`` stops exactly what ``up``
+conditions hold, waiting on the same healthchecks Docker would run. Each service writes its own
+daily-rotated $LOG_DIR/<LOG_NAME>.log (shared/logging_setup.py; stderr is off, LOG_CONSOLE=false),
+and whatever else it prints (a crash's traceback) goes to $LOG_DIR/<service>.out; pid files and
+state go to $STACK_RUN_DIR. ``down`` stops exactly what ``up``
 started; ``ps`` shows each service's health. A service whose module does not exist yet is skipped
 with a warning, not an error.
 """
@@ -14,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,20 +107,31 @@ def entry_healthy(entry: dict) -> bool:
     return is_healthy(kind, target, entry.get("health_env", {}))
 
 
+def service_log(service: compose_plan.LocalService) -> Path:
+    """The daily log the service writes itself: $LOG_DIR/<LOG_NAME>.log (compose.yaml names it)."""
+    name = service.env.get("LOG_NAME") or service.name
+    return log_dir() / f"{name.replace('{hostname}', socket.gethostname())}.log"
+
+
+def tail(path: Path, lines: int = 30) -> list[str]:
+    return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+
+
 class Launch:
     """One service being started: its process and what its dependents may rely on."""
 
     def __init__(self, service: compose_plan.LocalService, timeout: float) -> None:
         self.service = service
-        self.log_path = log_dir() / f"{service.name}.log"
+        self.log_path = service_log(service)
+        self.output_path = log_dir() / f"{service.name}.out"
         for folder in service.folders:
             folder.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
+        with self.output_path.open("ab") as output:
             self.proc = subprocess.Popen(
                 service.argv,
                 cwd=ROOT,
-                env={**os.environ, **service.env},
-                stdout=log,
+                env={**os.environ, **service.env, "LOG_CONSOLE": "false"},
+                stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -137,6 +152,7 @@ class Launch:
             "health_env": {k: v for k, v in self.service.env.items() if k in HEALTH_ENV_KEYS},
             "urls": self.service.published,
             "log": str(self.log_path),
+            "output": str(self.output_path),
         }
 
     def satisfies(self, condition: str) -> bool:
@@ -161,6 +177,14 @@ class Launch:
         self.healthy = check is None or is_healthy(check[0], check[1], env)
         return None if self.healthy else self._timed_out()
 
+    def failure(self, error: str) -> str:
+        """``error`` with the end of the service's output and of its log."""
+        parts = [f"{self.service.name} {error}"]
+        for path in (self.output_path, self.log_path):
+            if lines := tail(path):
+                parts.append(f"last lines of {path}:\n" + "\n".join(lines))
+        return "; ".join(parts)
+
     def _timed_out(self) -> str | None:
         return "did not become healthy in time" if time.monotonic() > self.deadline else None
 
@@ -169,12 +193,50 @@ class Launch:
         return self.completed if self.service.one_shot else self.healthy
 
 
+# Programs a service's module runs besides Python, and the Debian package that has each.
+PROGRAMS = {"services.gateway": ("nginx", "nginx-light")}
+# Debian installs daemons in /usr/sbin, which a non-root PATH may lack.
+SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin")
+
+
+def program_found(program: str) -> bool:
+    return bool(shutil.which(program)) or any(Path(d, program).is_file() for d in SBIN_DIRS)
+
+
+def ensure_programs(services: list[compose_plan.LocalService]) -> None:
+    """Install what a service needs with apt-get when it is missing and we are root (as the
+    image has it); otherwise ``runnable`` skips the service and says how to get it."""
+    for service in services:
+        program, package = PROGRAMS.get(service.module, (None, None))
+        if program is None or program_found(program):
+            continue
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            continue
+        print(f"installing {package} with apt-get (the {service.name} service runs {program})")
+        quiet = {"stdout": subprocess.DEVNULL, "check": False}
+        subprocess.run(["apt-get", "update", "-qq"], **quiet)
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
+        subprocess.run(install, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, **quiet)
+
+
+def missing_program(service: compose_plan.LocalService) -> str:
+    """Why ``service`` cannot run here ('' if it can)."""
+    program, package = PROGRAMS.get(service.module, (None, None))
+    if program is None or program_found(program):
+        return ""
+    return f"{program} is not installed (apt-get install {package}, as root)"
+
+
 def runnable(services: list[compose_plan.LocalService]) -> tuple[list, list[str]]:
-    """Drop services whose module does not exist yet (and those depending on them)."""
+    """Drop services whose module does not exist yet or whose program is missing (and those
+    depending on them)."""
     kept, skipped = [], []
     for service in services:
         if not compose_plan.module_exists(service.module):
             print(f"warning: skipping {service.name}: module {service.module} does not exist yet")
+            skipped.append(service.name)
+        elif reason := missing_program(service):
+            print(f"warning: skipping {service.name}: {reason}")
             skipped.append(service.name)
         elif any(dep in skipped for dep in service.depends_on):
             print(f"warning: skipping {service.name}: it depends on a skipped service")
@@ -197,9 +259,9 @@ def up(timeout: float) -> int:
         redis_url = ensure_redis.start_private()
     print(f"{'redis':<13} {redis_url}{' (started)' if redis_started else ' (reused)'}")
     config = compose_plan.load_config()
-    services, skipped = runnable(
-        compose_plan.plan_services(config, redis_url, volume_defaults(), os.environ)
-    )
+    planned = compose_plan.plan_services(config, redis_url, volume_defaults(), os.environ)
+    ensure_programs(planned)
+    services, skipped = runnable(planned)
     state = {"mode": "local", "redis_started": redis_started, "services": [], "skipped": skipped}
     write_state(state)
     error = start_all(services, state, timeout)
@@ -232,10 +294,7 @@ def start_all(services: list[compose_plan.LocalService], state: dict, timeout: f
                 return f"cannot start {names}: their depends_on conditions can never hold"
             for launch, error in zip(waiting, pool.map(Launch.poll, waiting), strict=True):
                 if error:
-                    tail = launch.log_path.read_text(errors="replace").splitlines()[-30:]
-                    return f"{launch.service.name} {error}; last lines of {launch.log_path}:\n" + (
-                        "\n".join(tail)
-                    )
+                    return launch.failure(error)
                 if launch.done:
                     show = " ".join(launch.service.published) or launch.service.module
                     status = "done" if launch.service.one_shot else "healthy"
@@ -281,7 +340,7 @@ def ps() -> int:
         show = " ".join(entry.get("urls") or []) or entry["module"]
         print(f"{entry['name']:<13} {status:<8} pid={entry['pid']:<8} {show}")
     for name in state.get("skipped", []):
-        print(f"{name:<13} skipped  (its module does not exist yet)")
+        print(f"{name:<13} skipped  (its module or a program it runs is missing)")
     return 0
 
 

@@ -32,6 +32,8 @@ COMPOSE_FILE = ROOT / "compose.yaml"
 REDIS_SERVICE = "redis"
 LOCAL_HOST = "127.0.0.1"
 HEALTHCHECK_MODULE = "shared.healthcheck"
+# Values that are names, not addresses: LOG_NAME "controller" is a file name, not a host.
+VERBATIM_KEYS = frozenset({"LOG_NAME"})
 
 
 class ComposeError(RuntimeError):
@@ -196,7 +198,11 @@ def plan_services(
                 name=name,
                 module=module,
                 argv=[python, *[local(part) for part in command[1:]]],
-                env={k: local(v) for k, v in environment.items() if v is not None},
+                env={
+                    k: str(v) if k in VERBATIM_KEYS else local(v)
+                    for k, v in environment.items()
+                    if v is not None
+                },
                 depends_on={
                     dep: spec.get("condition", "service_started")
                     for dep, spec in (service.get("depends_on") or {}).items()

@@ -67,6 +67,8 @@ def run_worker(app: Celery, queues: list[str], name: str, loglevel: str = "INFO"
     jobs use every core themselves (and a prefork child could not start processes)."""
     import socket
 
+    # Celery would replace the root logger's handlers (ours: stderr and the daily file).
+    app.conf.worker_hijack_root_logger = False
     app.worker_main(
         [
             "worker",

@@ -32,3 +32,7 @@ CONVERSATION_LIMIT_MSG = (
     "You have reached the conversation length limit. Please clear history and start a new "
     "conversation."
 )
+# FastChat's words for a message its moderation check flagged (the web chat's --moderate).
+MODERATION_MSG = (
+    "YOUR INPUT VIOLATES OUR CONTENT MODERATION GUIDELINES. PLEASE FIX YOUR INPUT AND TRY AGAIN."
+)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """A ``preexec_fn``: Linux sends the child SIGTERM when its parent dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_logged(command: list[str], log_path: Path, **popen: Any) -> subprocess.Popen:

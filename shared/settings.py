@@ -69,6 +69,21 @@ class CommonSettings(_Section):
     controller_address: str = "http://127.0.0.1:21001"
     log_dir: Path = REPO_ROOT / "logs"
     log_level: str = "INFO"
+    log_to_file: bool = Field(
+        True,
+        description="each service also writes LOG_DIR/<LOG_NAME>.log, rotated at midnight",
+    )
+    log_name: str = Field(
+        "",
+        description="the log file's name without .log; empty: the service's own name; "
+        "{hostname} becomes the host's name (compose replicas share the logs volume)",
+    )
+    log_keep_days: int = Field(
+        7, ge=1, description="rotated log files kept (one a day); older ones are deleted"
+    )
+    log_console: bool = Field(
+        True, description="also log to stderr (off where stderr is captured into a file anyway)"
+    )
     models_dir: Path = Field(REPO_ROOT / "models", description="published and served models")
     datasets_dir: Path = Field(
         REPO_ROOT / "datasets", description="built datasets, one folder per dataset id"
@@ -162,6 +177,12 @@ class ControllerSettings(_Section):
     )
     worker_api_timeout: float = Field(
         100.0, description="seconds to wait on a worker between chunks of a generation"
+    )
+    pending_worker_grace: float = Field(
+        60.0,
+        gt=0,
+        description="seconds a worker that registered with a worker_status before answering "
+        "(FastChat's model_worker) has to answer its own status; it is not routed to meanwhile",
     )
     worker_response_timeout: float = Field(
         10.0,
@@ -406,6 +427,72 @@ class WebUISettings(_ReadsEnvFile):
     # Base models offered by the fine-tuning form (comma-separated folders or Hub ids; any other
     # can be typed); empty: the embedded default model.
     base_models: str = ""
+    share: bool = Field(
+        False,
+        description="also ask Gradio for a public share link; when no tunnel can be opened the "
+        "page is served here only, and the log says why",
+    )
+    share_server_address: str = Field(
+        "", description="host:port of the FRP server --share tunnels through; empty: Gradio's"
+    )
+    moderate: bool = Field(
+        False,
+        description="check every message with an OpenAI-compatible /moderations endpoint "
+        "first; a flagged one is not sent",
+    )
+    moderation_base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="base URL of the moderation API (POST <base>/moderations)",
+    )
+    moderation_api_key: str = Field(
+        "", description="Bearer key of the moderation API; empty: OPENAI_API_KEY, if set"
+    )
+    moderation_timeout: float = Field(
+        5.0, gt=0, description="seconds to wait for a moderation verdict (then: not flagged)"
+    )
+
+
+class GatewaySettings(_Section):
+    """The nginx gateway (``GATEWAY_*``): the web UI and the public API on one port, with the
+    connection and request-rate limits of FastChat's sample nginx.conf (services/gateway)."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, gt=0, lt=65536)
+    webui_url: str = Field("http://127.0.0.1:7860", description="the web UI behind /")
+    api_url: str = Field(
+        "", description="the controller behind /v1/ (its public API); empty: CONTROLLER_ADDRESS"
+    )
+    conn_per_ip: int = Field(
+        64, gt=0, description="requests in progress at once from one client address (more: 429)"
+    )
+    conn_per_server: int = Field(
+        1024, gt=0, description="requests in progress at once in all (more: 429)"
+    )
+    rate: str = Field(
+        "50r/s",
+        pattern=r"^[1-9][0-9]*r/[sm]$",
+        description="sustained requests per client address (nginx limit_req: N r/s or N r/m)",
+    )
+    rate_burst: int = Field(
+        400, ge=0, description="requests over the rate let through at once (a page's assets)"
+    )
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES, gt=0, description="largest request body, in bytes (larger: 413)"
+    )
+    max_upload_bytes: int = Field(
+        2 * 1024 * 1024 * 1024,
+        gt=0,
+        description="largest body of POST /v1/datasets (file uploads), streamed to the controller",
+    )
+    read_timeout: int = Field(
+        3600, gt=0, description="seconds a streamed reply may stay silent before it is cut"
+    )
+    nginx: str = Field("", description="the nginx binary; empty: nginx on PATH, else /usr/sbin")
+    run_dir: str = Field(
+        "", description="folder of nginx.conf, its pid and temporary files; empty: a new temp one"
+    )
 
 
 @lru_cache

@@ -32,6 +32,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # The processes tests start run open unless a test gives them keys (CONTROLLER_API_KEYS,
 # WORKER_TOKEN): the security tests do, to check that every route asks for one.
 os.environ.setdefault("ALLOW_UNAUTHENTICATED", "true")
+# The processes tests start log to their captured output only, not to LOG_DIR/<service>.log
+# (tests of the daily files turn it on).
+os.environ.setdefault("LOG_TO_FILE", "false")
 
 
 @pytest.fixture(scope="session", autouse=True)

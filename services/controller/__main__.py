@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     common, settings, auth = parse_args(argv)
     if (problem := startup_problem(auth)) is not None:
         return fail(problem, prefix="controller")
-    configure_logging("controller", common.log_level)
+    configure_logging("controller", common.log_level, common)
     _warn_about(auth)
     app = create_app(common, settings, auth)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)

@@ -2,6 +2,9 @@
 
 ``python -m services.controller.test_message [--model-name NAME] [--message TEXT]``
 
+``--model-name`` may also be the path a worker was started with (``/path/to/model``, as in the
+seed's README): it names the model served under the path's last component.
+
 Checks a deployment end to end: the controller lists the model, dispatches to a worker, and the
 worker's own conversation template renders the prompt. Everything goes through the controller's
 address (the controller relays the template and the stream), so the workers may sit on a network
@@ -13,11 +16,13 @@ as ``Authorization: Bearer <key>``. Exits non-zero when anything fails.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import httpx
 
 from shared.auth import bearer_header
 from shared.cli import SettingsParser
+from shared.contracts import looks_like_path
 from shared.conversation import Conversation
 from shared.settings import ClientSettings
 from shared.worker_protocol import ProtocolError, stream_generate
@@ -27,13 +32,25 @@ class MessageCheckError(RuntimeError):
     pass
 
 
+def served_name(wanted: str, models: list[str]) -> str:
+    """The served model ``wanted`` means: itself, or for a path (the seed README's
+    ``--model-name /path/to/model``) the name a worker serves it under, its last component."""
+    if wanted in models:
+        return wanted
+    if looks_like_path(wanted):
+        name = Path(wanted.rstrip("/")).name
+        if name in models:
+            print(f"{wanted} is served as {name}")
+            return name
+    served = ", ".join(sorted(models)) or "none"
+    raise MessageCheckError(f"No available workers for {wanted} (served models: {served})")
+
+
 def pick_model(client: httpx.Client, controller: str, wanted: str | None) -> str:
     models = client.post(f"{controller}/list_models").raise_for_status().json()["models"]
     print(f"Models: {sorted(models)}")
     if wanted:
-        if wanted not in models:
-            raise MessageCheckError(f"No available workers for {wanted}")
-        return wanted
+        return served_name(wanted, models)
     if not models:
         raise MessageCheckError("No models are registered with the controller")
     return sorted(models)[0]
@@ -112,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         __doc__.split("\n\n")[0], ClientSettings, prog=f"python -m {__spec__.name}"
     )
     cli.parser.add_argument("--worker-address", help="talk to this worker directly")
-    cli.parser.add_argument("--model-name", help="default: the first model the controller lists")
+    cli.parser.add_argument(
+        "--model-name",
+        help="a served name or the model's path; default: the first model the controller lists",
+    )
     cli.parser.add_argument("--temperature", type=float, default=0.0)
     cli.parser.add_argument("--max-new-tokens", type=int, default=32)
     cli.parser.add_argument("--message", default="Tell me a story with more than 1000 words.")

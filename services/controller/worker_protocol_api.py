@@ -47,10 +47,13 @@ def controller_of(request: Request) -> Controller:
 
 @router.post("/register_worker")
 async def register_worker(body: RegisterWorkerRequest, request: Request) -> None:
-    """The controller reads the worker's status from its address itself (``worker_status`` in
-    the body is ignored: a caller could claim any model and speed); an address that does not
-    answer is not registered (400 naming ``worker_name``)."""
-    await controller_of(request).admit(body.worker_name, body.check_heart_beat, body.multimodal)
+    """The controller reads the worker's status from its address itself (a caller could claim
+    any model and speed); an address that does not answer is not registered (400 naming
+    ``worker_name``), unless the body carries ``worker_status`` (FastChat's model_worker
+    registers before it listens): then it is held unroutable until it answers (``admit``)."""
+    await controller_of(request).admit(
+        body.worker_name, body.check_heart_beat, body.multimodal, body.worker_status
+    )
 
 
 @router.post("/receive_heart_beat")

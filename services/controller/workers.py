@@ -19,6 +19,9 @@ from shared.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
 
+# How often a worker that registered before answering (FastChat's model_worker) is polled.
+PENDING_POLL_SECONDS = 0.5
+
 
 class Controller:
     """What the worker-protocol routes need: the registry, an HTTP client for workers, the
@@ -31,6 +34,7 @@ class Controller:
         self.client = client
         self.settings = settings
         self.failover = Failover(registry, settings.dispatch_method, settings.worker_retries)
+        self._confirming: set[asyncio.Task] = set()
 
     @property
     def dispatch_method(self) -> DispatchMethod:
@@ -47,10 +51,28 @@ class Controller:
             log.warning("event=status_poll_failed worker=%s error=%r", worker, exc)
             return None
 
-    async def admit(self, worker: str, check_heart_beat: bool, multimodal: bool) -> None:
+    async def admit(
+        self,
+        worker: str,
+        check_heart_beat: bool,
+        multimodal: bool,
+        claimed: WorkerStatus | None = None,
+    ) -> None:
         """Register ``worker`` with the status it answers itself at its address; one that does
-        not answer is refused (400 naming ``worker_name``: the caller named an unusable address)."""
+        not answer is refused (400 naming ``worker_name``: the caller named an unusable address).
+
+        Except when the body carries a status (``claimed``), as FastChat's model_worker sends: it
+        registers before its HTTP server listens. The address is then held with no models (not
+        routable) and confirmed from the worker itself once it answers (``_confirm``); the
+        claimed models are never served from."""
         status = await self.fetch_status(worker)
+        if status is None and claimed is not None:
+            pending = WorkerStatus(model_names=[], speed=claimed.speed)
+            await self.registry.register(worker, pending, check_heart_beat, multimodal)
+            task = asyncio.create_task(self._confirm(worker, check_heart_beat, multimodal))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+            return
         if status is None:
             raise APIError(
                 400,
@@ -60,6 +82,20 @@ class Controller:
                 "worker_name",
             )
         await self.registry.register(worker, status, check_heart_beat, multimodal)
+
+    async def _confirm(self, worker: str, check_heart_beat: bool, multimodal: bool) -> None:
+        """Poll a pending worker's own status for ``pending_worker_grace`` seconds; register
+        what it answers, or drop it."""
+        deadline = asyncio.get_running_loop().time() + self.settings.pending_worker_grace
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(PENDING_POLL_SECONDS)
+            status = await self.fetch_status(worker)
+            if status is not None:
+                await self.registry.register(worker, status, check_heart_beat, multimodal)
+                log.info("event=worker_confirmed worker=%s", worker)
+                return
+        log.warning("event=worker_never_answered worker=%s", worker)
+        await self.registry.remove(worker)
 
     async def refresh(self) -> None:
         """Ask every registered worker for its status; drop those that do not answer."""

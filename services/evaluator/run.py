@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = _parser()
     args = cli.parse(argv)
     common, settings = cli.settings(CommonSettings), cli.settings(EvaluatorSettings)
-    configure_logging("evaluator", common.log_level)
+    configure_logging("evaluator", common.log_level, common, to_file=False)
     try:
         request = EvalRequest(
             model=args.model,

@@ -53,7 +53,7 @@ def parse_pool_args(argv: Sequence[str] | None = None) -> PoolArgs:
 
 def main(argv: list[str] | None = None) -> None:
     common, settings, auth = parse_pool_args(argv)
-    configure_logging("model_pool", common.log_level)
+    configure_logging("model_pool", common.log_level, common)
     pool = ModelPool(settings, common, common.controller_address, auth=auth)
     app = create_app(pool, auth, settings.max_body_bytes)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)

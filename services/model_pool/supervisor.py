@@ -148,8 +148,11 @@ class ModelPool:
         )
         extra = shlex.split(self.settings.worker_args)
         command = worker_command(self._python, name, record, launch, extra)
-        log_path = self.log_dir / f"pool-worker-{name}.log"
-        self.children[name] = Child.spawn(name, port, command, log_path, self._worker_env)
+        # The worker's own daily log is pool-worker-<name>.log (LOG_NAME); its raw output (the
+        # error line of a failed start among it) goes to .out, read back by failure_reason.
+        output = self.log_dir / f"pool-worker-{name}.out"
+        env = {**self._worker_env, "LOG_NAME": f"pool-worker-{name}"}
+        self.children[name] = Child.spawn(name, port, command, output, env)
         log.info("event=model_loading model=%s port=%d path=%s", name, port, record["path"])
 
     def _worker_address(self, port: int) -> str:

@@ -136,7 +136,7 @@ def remote_engine(
 
 def main(argv: list[str] | None = None) -> None:
     parser, common, settings, auth = parse_worker_args(argv)
-    configure_logging("model_worker", common.log_level)
+    configure_logging("model_worker", common.log_level, common)
     if settings.seed is not None:
         import transformers
 

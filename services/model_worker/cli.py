@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from shared.logging_setup import configure_logging
 
-    configure_logging("cli", "WARNING")
+    configure_logging("cli", "WARNING", to_file=False)
     try:
         loaded, conv = load_configured_model(cli.parser, model)
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     cli.parse(argv)
     cli.export(CommonSettings)
     common, settings = cli.settings(CommonSettings), cli.settings(TrainerSettings)
-    configure_logging("trainer", common.log_level)
+    configure_logging("trainer", common.log_level, common)
     gpus = settings.gpus
     if gpus is None:
         import torch

@@ -11,9 +11,9 @@ from typing import Any
 
 import gradio as gr
 
-from services.webui.chat import choose_model
+from services.webui.chat import Moderator, choose_model
 from services.webui.chat_log import ChatLog
-from services.webui.chat_page import ChatTab, build_chat_tab
+from services.webui.chat_page import USER_TEXT_CSS, ChatTab, build_chat_tab
 from services.webui.controller_client import ControllerClient
 from services.webui.http_client import ServiceError
 from services.webui.management_client import ManagementClient
@@ -83,12 +83,12 @@ def build_tabs(
     management: ManagementClient,
     chat_log: ChatLog,
     startup_models: list[str],
+    moderator: Moderator | None = None,
 ) -> ChatTab:
     with gr.Tabs():
         with gr.Tab("Chat", id="chat"):
-            chat = build_chat_tab(
-                client, chat_log, startup_models, choose_model(startup_models, None)
-            )
+            selected = choose_model(startup_models, None)
+            chat = build_chat_tab(client, chat_log, startup_models, selected, moderator)
         with gr.Tab("Training", id="training"):
             build_training_tab(management, settings)
         with gr.Tab("Models", id="models"):
@@ -117,16 +117,17 @@ def build_demo(
     client: ControllerClient,
     management: ManagementClient,
     chat_log: ChatLog,
+    moderator: Moderator | None = None,
 ) -> gr.Blocks:
     startup_models = fetch_models(client)
     model_list = ModelList(client, settings.model_list_mode, startup_models)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}")
-        chat = build_tabs(settings, client, management, chat_log, startup_models)
+        chat = build_tabs(settings, client, management, chat_log, startup_models, moderator)
         wire_model_list(demo, chat.model, model_list, settings.refresh_seconds)
     demo.queue(default_concurrency_limit=settings.concurrency_count)
     return demo
 
 
 # Passed to ``launch`` (Gradio 6 takes page CSS there).
-CSS = PROGRESS_CSS
+CSS = PROGRESS_CSS + USER_TEXT_CSS

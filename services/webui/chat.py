@@ -11,12 +11,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.webui.controller_client import ControllerClient, NoWorkerError, ServiceError
-from shared.constants import CONVERSATION_LEN_LIMIT, CONVERSATION_LIMIT_MSG, INPUT_CHAR_LEN_LIMIT
+from shared.constants import (
+    CONVERSATION_LEN_LIMIT,
+    CONVERSATION_LIMIT_MSG,
+    INPUT_CHAR_LEN_LIMIT,
+    MODERATION_MSG,
+)
 from shared.conversation import Conversation
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,8 @@ NO_MODEL_MSG = (
 )
 
 ChatMessages = list[dict[str, str]]
+# ``--moderate``: whether a message is flagged (services/webui/moderation.py).
+Moderator = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ class ChatState:
 
     def to_dict(self) -> dict[str, Any]:
         """The conversation as the chat log records it (the original's ``state.dict()``)."""
-        conv = self.conversation.dict() if self.conversation else {}
+        conv = self.conversation.log_dict() if self.conversation else {}
         return {**conv, "conv_id": self.conv_id, "model_name": self.model}
 
 
@@ -158,11 +165,13 @@ def run_turn(
     model: str,
     text: str,
     params: GenerationParams | None = None,
+    moderator: Moderator | None = None,
 ) -> Iterator[TurnUpdate]:
     """Send ``text`` to ``model`` and stream the answer; always yields at least one update.
 
     ``state`` is updated in place: a new model starts a new conversation, and a successful turn
-    stores the user's text and the stripped reply.
+    stores the user's text and the stripped reply. A text ``moderator`` flags is not sent: the
+    textbox shows FastChat's moderation message instead.
     """
     params = params or GenerationParams()
     if not text or not text.strip():
@@ -180,6 +189,10 @@ def run_turn(
     conv = state.conversation
     if conv is not None and conv.num_rounds() >= CONVERSATION_LEN_LIMIT:
         yield _refuse(state, text, CONVERSATION_LIMIT_MSG)
+        return
+    if moderator is not None and moderator(text):
+        log.info("event=chat_moderated conv_id=%s model=%s", state.conv_id, model)
+        yield _refuse(state, MODERATION_MSG, MODERATION_MSG)
         return
 
     turn = _Turn(text=text)
@@ -207,12 +220,15 @@ def run_turn(
 
 
 def regenerate_turn(
-    state: ChatState, client: ControllerClient, params: GenerationParams | None = None
+    state: ChatState,
+    client: ControllerClient,
+    params: GenerationParams | None = None,
+    moderator: Moderator | None = None,
 ) -> Iterator[TurnUpdate]:
     """Answer the last message again: the one that failed, else the last answered one (whose
-    reply is dropped first)."""
+    reply is dropped first; it passed moderation when it was sent)."""
     if state.failed_text is not None:
-        yield from run_turn(state, client, state.model, state.failed_text, params)
+        yield from run_turn(state, client, state.model, state.failed_text, params, moderator)
         return
     conv = state.conversation
     if conv is None or conv.num_rounds() == 0:
@@ -291,7 +307,7 @@ def _stream(
 
 
 def _refuse(state: ChatState, text: str, message: str) -> TurnUpdate:
-    """Nothing was sent: keep the text in the textbox and say why."""
+    """Nothing was sent: ``text`` goes (back) into the textbox, and the chat says why."""
     shown = [*state.history(), {"role": "assistant", "content": f"⚠️ {message}"}]
     return TurnUpdate(shown, text, error=message)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ import gradio as gr
 
 from services.webui.chat import (
     Buttons,
+    ChatMessages,
     ChatState,
     GenerationParams,
+    Moderator,
     TurnUpdate,
     buttons_for,
     regenerate_turn,
@@ -83,6 +86,33 @@ def button_updates(b: Buttons) -> list[Any]:
     ]
 
 
+# The user's own text keeps its look: FastChat's patched Chatbot showed it in a <pre>.
+USER_TEXT_CSS = """
+#chatbot pre.user-text {
+  font-family: var(--font); white-space: pre-wrap; overflow-wrap: anywhere;
+  margin: 0; padding: 0; border: 0; background: none; font-size: inherit;
+}
+"""
+
+
+def shown_as_typed(text: str) -> str:
+    """A user's message as the chatbot shows it: verbatim, never read as Markdown or HTML.
+
+    The chatbot renders Markdown (with sanitised HTML) for every message; a reply should be, the
+    user's text should not (``**x**`` stays ``**x**``, ``<img onerror=...>`` stays text). Escaped
+    inside a ``<pre>`` block, Markdown leaves it alone and the browser shows it as typed.
+    """
+    return f'<pre class="user-text">{html.escape(text, quote=False)}</pre>'
+
+
+def for_display(history: ChatMessages) -> ChatMessages:
+    """The chatbot's messages: users' as typed, replies as Markdown."""
+    return [
+        {**m, "content": shown_as_typed(m["content"])} if m["role"] == "user" else m
+        for m in history
+    ]
+
+
 def _client_ip(request: gr.Request | None) -> str:
     if request is None or request.client is None:
         return ""
@@ -99,9 +129,12 @@ class ChatActions:
     Every finished turn and every vote is appended to the conversation log.
     """
 
-    def __init__(self, client: ControllerClient, chat_log: ChatLog) -> None:
+    def __init__(
+        self, client: ControllerClient, chat_log: ChatLog, moderator: Moderator | None = None
+    ) -> None:
         self.client = client
         self.chat_log = chat_log
+        self.moderator = moderator
 
     def show(
         self,
@@ -123,7 +156,7 @@ class ChatActions:
                     )
                 )
             b = buttons_for(chat, busy=not update.done)
-            yield [update.history, update.textbox, chat, *button_updates(b)]
+            yield [for_display(update.history), update.textbox, chat, *button_updates(b)]
 
     def respond(
         self,
@@ -136,14 +169,15 @@ class ChatActions:
         request: gr.Request,
     ) -> Iterator[list[Any]]:
         params = _params_of(temp, top, max_new)
-        turn = run_turn(chat, self.client, model_name or "", text, params)
+        turn = run_turn(chat, self.client, model_name or "", text, params, self.moderator)
         yield from self.show(chat, turn, params, request)
 
     def redo(
         self, chat: ChatState, temp: float, top: float, max_new: float, request: gr.Request
     ) -> Iterator[list[Any]]:
         params = _params_of(temp, top, max_new)
-        yield from self.show(chat, regenerate_turn(chat, self.client, params), params, request)
+        turn = regenerate_turn(chat, self.client, params, self.moderator)
+        yield from self.show(chat, turn, params, request)
 
     def vote(self, kind: VoteKind) -> Callable[..., list[Any]]:
         """The handler of one vote button. Outputs: textbox, state, the five buttons."""
@@ -260,6 +294,7 @@ def build_chat_tab(
     chat_log: ChatLog,
     models: list[str],
     selected: str,
+    moderator: Moderator | None = None,
 ) -> ChatTab:
     """Terms, model picker, chatbot, textbox + Send, vote/regenerate/clear, sampling parameters,
     license."""
@@ -271,5 +306,5 @@ def build_chat_tab(
     sliders = build_sliders()
     gr.Markdown(LICENSE)
     tab = ChatTab(model=model, state=state, chatbot=chatbot, textbox=textbox)
-    wire_chat_events(ChatActions(client, chat_log), tab, send, buttons, sliders)
+    wire_chat_events(ChatActions(client, chat_log, moderator), tab, send, buttons, sliders)
     return tab

@@ -29,7 +29,15 @@ from services.webui.training import (
 
 log = logging.getLogger(__name__)
 
-EMPTY_CURVE = pd.DataFrame({"step": [], "loss": [], "series": []})
+# Typed columns: an untyped empty "series" is numbers to Gradio, which then draws a colour
+# gradient legend from Infinity to -Infinity over the empty plot.
+EMPTY_CURVE = pd.DataFrame(
+    {
+        "step": pd.Series(dtype="int64"),
+        "loss": pd.Series(dtype="float64"),
+        "series": pd.Series(dtype="string"),
+    }
+)
 
 
 def _curve(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -22,6 +22,7 @@ APP_SERVICES = [
     "model-worker",
     "model-pool",
     "webui",
+    "gateway",
     "ingestor",
     "trainer",
     "merger",

@@ -36,9 +36,12 @@ def app_services(config: dict) -> dict[str, dict]:
 
 
 def module_sources(module: str) -> list[Path]:
-    """The files of a `python -m` target: the module itself, or every module of the package."""
+    """The files of a `python -m` target: the module itself, or every module of the package
+    (and the gateway's nginx.conf template)."""
     path = REPO_ROOT / module.replace(".", "/")
-    return sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+    if path.is_dir():
+        return sorted([*path.glob("*.py"), *path.glob("*.conf.in")])
+    return [path.with_suffix(".py")]
 
 
 def test_compose_files_are_valid(compose_bin: Path) -> None:
@@ -80,7 +83,7 @@ def test_the_issue_services_are_there(compose_config: dict) -> None:
     } <= set(compose_config["services"])
 
 
-def test_only_the_api_and_the_web_ui_are_published_on_loopback_by_default(
+def test_only_the_gateway_the_api_and_the_web_ui_are_published_on_loopback_by_default(
     compose_config: dict,
 ) -> None:
     ports = {
@@ -89,6 +92,7 @@ def test_only_the_api_and_the_web_ui_are_published_on_loopback_by_default(
     }
     assert ports.pop("controller") == [("127.0.0.1", "21001")]
     assert ports.pop("webui") == [("127.0.0.1", "7860")]
+    assert ports.pop("gateway") == [("127.0.0.1", "8080")]
     # Redis, the worker protocol, the workers (scaled: no shared host port) and the pool stay on
     # the stack's own network.
     assert all(published == [] for published in ports.values()), ports
@@ -106,6 +110,9 @@ def test_every_app_service_gets_the_credentials_and_the_web_ui_its_key(
     compose_config: dict,
 ) -> None:
     for name, service in app_services(compose_config).items():
+        if name == "gateway":  # nginx in front: the services behind it check the keys
+            assert not set(CREDENTIALS) & set(service["environment"])
+            continue
         for variable, value in CREDENTIALS.items():
             assert service["environment"][variable] == value, (name, variable)
     assert "WEBUI_API_KEY" in compose_config["services"]["webui"]["environment"]
@@ -153,7 +160,8 @@ def test_http_healthchecks_target_the_service_port_and_an_existing_route(
         if path != "/":
             module = compose_plan.module_of(command, name)
             sources = module_sources(module)
-            assert any(f'.get("{path}")' in f.read_text() for f in sources), (name, path)
+            routes = (f'.get("{path}")', f"location = {path} ")
+            assert any(r in f.read_text() for f in sources for r in routes), (name, path)
 
 
 def test_celery_healthchecks_name_a_queue_the_service_consumes(compose_config: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -82,4 +83,24 @@ def test_a_condition_that_can_never_hold_is_reported_not_waited_on() -> None:
     waiter = local("waiter", "pass", deps={"job": "service_healthy"})
     error = compose_local.start_all([job, waiter], {"services": []}, timeout=30)
     assert error == "cannot start waiter: their depends_on conditions can never hold"
+    compose_local.down()
+
+
+def test_a_service_logs_to_its_own_daily_file_and_its_output_to_out(tmp_path: Path) -> None:
+    """LOG_NAME names the service's log ({hostname}: one per replica); stderr logging is off
+    (LOG_CONSOLE=false), so <service>.out holds only what it prints; a failure shows both."""
+    code = (
+        "import logging; from shared.logging_setup import configure_logging; "
+        "configure_logging('svc'); logging.error('event=boom-logged'); print('boom-printed'); "
+        "raise SystemExit(3)"
+    )
+    service = local("svc", code, healthcheck=("http", f"http://127.0.0.1:{free_port()}/"))
+    env = {"LOG_NAME": "svc-{hostname}", "LOG_TO_FILE": "true"}
+    service = LocalService(**{**vars(service), "env": env})
+    error = compose_local.start_all([service], {"services": []}, timeout=30)
+    log = tmp_path / "logs" / f"svc-{socket.gethostname()}.log"
+    out = tmp_path / "logs" / "svc.out"
+    assert "event=boom-logged" in log.read_text() and "boom-printed" not in log.read_text()
+    assert "boom-printed" in out.read_text() and "boom-logged" not in out.read_text()
+    assert "boom-printed" in error and "event=boom-logged" in error
     compose_local.down()

@@ -25,7 +25,7 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
 ) -> None:
     ports = {
         name: str(free_port())
-        for name in ("CONTROLLER_PORT", "WORKER_PORT", "WEBUI_PORT", "POOL_PORT")
+        for name in ("CONTROLLER_PORT", "WORKER_PORT", "WEBUI_PORT", "POOL_PORT", "GATEWAY_PORT")
     }
     first = free_port()
     env = {
@@ -43,6 +43,7 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
         # A .env of the test's own: a developer's must not change the test.
         "CAMEL_ENV_FILE": str(tmp_path / ".env"),
         "HF_HUB_OFFLINE": "1",
+        "LOG_TO_FILE": "true",
     }
     controller = f"http://127.0.0.1:{ports['CONTROLLER_PORT']}"
     pids: list[int] = []
@@ -62,7 +63,8 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
             assert (tmp_path / "run" / f"{name}.pid").read_text().strip() == str(
                 entries[name]["pid"]
             )
-            assert (tmp_path / "logs" / f"{name}.log").exists(), name
+            # Each service's own daily log (the worker's carries its host name: replicas).
+            assert list((tmp_path / "logs").glob(f"{name}*.log")), name
 
         status = {line.split()[0]: line.split()[1] for line in stack("ps", env=env).splitlines()}
         assert {name: status[name] for name in long_running} == dict.fromkeys(
@@ -93,6 +95,12 @@ def test_compose_stack_runs_locally_healthy_and_answers_a_chat(
         assert reply.status_code == 200, reply.text
         assert "Paris" in reply.json()["choices"][0]["message"]["content"]
         assert httpx.get(f"http://127.0.0.1:{ports['WEBUI_PORT']}/", timeout=10).status_code == 200
+        # The gateway (Debian's nginx) serves both on one port.
+        gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+        assert httpx.get(f"{gateway}/", timeout=10).status_code == 200
+        listed = httpx.get(f"{gateway}/v1/models", headers=headers, timeout=10)
+        assert listed.status_code == 200 and listed.json()["data"], listed.text
+        assert "event=http_access" in (tmp_path / "logs" / "gateway.log").read_text()
     finally:
         stack("down", env=env)
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), 20)

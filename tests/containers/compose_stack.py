@@ -70,7 +70,11 @@ class ComposeStack:
         self.client = client
         self.project = f"camelct{os.getpid()}"
         self.env_file = env_file
-        self.ports = {"CONTROLLER_PORT": free_port(), "WEBUI_PORT": free_port()}
+        self.ports = {
+            "CONTROLLER_PORT": free_port(),
+            "WEBUI_PORT": free_port(),
+            "GATEWAY_PORT": free_port(),
+        }
         self.base = [str(compose_bin), "-p", self.project, "--project-directory", str(REPO_ROOT)]
         self.base += ["--env-file", str(env_file), "-f", str(REPO_ROOT / "compose.yaml")]
         self.env = {**os.environ, **{k: str(v) for k, v in self.ports.items()}}
@@ -86,6 +90,10 @@ class ComposeStack:
     @property
     def webui(self) -> str:
         return f"http://127.0.0.1:{self.ports['WEBUI_PORT']}"
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.ports['GATEWAY_PORT']}"
 
     def compose(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
         result = subprocess.run(

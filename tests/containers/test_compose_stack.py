@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import compose_plan  # a script, imported as a module
 import credentials  # a script, imported as a module
 
-PUBLISHED = {"controller", "webui"}
+PUBLISHED = {"controller", "webui", "gateway"}
 QUESTION = "What is the capital of France?"
 # The default model as every service sees it: in the models volume model-init fills.
 BASE_MODEL = f"/data/models/{DEFAULT_MODEL_NAME}"
@@ -81,10 +81,14 @@ def test_no_service_runs_as_root_and_only_the_public_ports_are_published(
 
 def test_the_api_needs_the_generated_key(stack: ComposeStack, keys: dict[str, str]) -> None:
     assert get(f"{stack.controller}/health").status_code == 200
-    assert get(f"{stack.controller}/v1/models").status_code == 401
-    assert get(f"{stack.controller}/v1/models", "not-a-key").status_code == 401
-    listed = get(f"{stack.controller}/v1/models", keys["CONTROLLER_API_KEY"])
-    assert listed.status_code == 200, listed.text
+    for api in (stack.controller, f"{stack.gateway}"):  # direct, and through the gateway
+        assert get(f"{api}/v1/models").status_code == 401
+        assert get(f"{api}/v1/models", "not-a-key").status_code == 401
+        listed = get(f"{api}/v1/models", keys["CONTROLLER_API_KEY"])
+        assert listed.status_code == 200, listed.text
+    # The gateway passes on the public API only, and the web UI.
+    assert get(f"{stack.gateway}/list_models").status_code != 200
+    assert get(f"{stack.gateway}/").status_code == 200
 
 
 def test_test_message_through_the_published_port_names_paris(stack: ComposeStack) -> None:

@@ -180,19 +180,40 @@ def test_malformed_json_is_a_400(controller: Callable[..., str]) -> None:
     assert "malformed JSON" in response.json()["text"]
 
 
-@pytest.mark.parametrize("claimed", [None, {"model_names": ["ghost"], "speed": 1}])
 def test_registration_of_an_address_that_does_not_answer_is_refused(
-    controller: Callable[..., str], claimed: dict | None
+    controller: Callable[..., str],
 ) -> None:
-    """Whatever status the caller claims for it: the controller asks the address itself."""
     controller_url = controller()
     dead = f"http://127.0.0.1:{free_port()}"
-    body = {"worker_name": dead, "check_heart_beat": False, "worker_status": claimed}
+    body = {"worker_name": dead, "check_heart_beat": False}
     response = httpx.post(f"{controller_url}/register_worker", json=body)
     assert response.status_code == 400
     assert response.json()["param"] == "worker_name"
     assert dead in response.json()["text"]
     assert models(controller_url) == []
+
+
+def test_a_claimed_status_is_never_routed_and_an_address_that_never_answers_is_dropped(
+    controller: Callable[..., str],
+) -> None:
+    """FastChat's model_worker registers (with its status) before it listens: the address is
+    held, serving nothing, until it answers its own status; this one never does."""
+    controller_url = controller("--pending-worker-grace", "1.5", expiration=30)
+    dead = f"http://127.0.0.1:{free_port()}"
+    malformed = {"worker_name": dead, "worker_status": {"model_names": "ghost"}}
+    refused = httpx.post(f"{controller_url}/register_worker", json=malformed)
+    assert refused.status_code == 400 and refused.json()["param"] == "worker_status"
+    claimed = {"model_names": ["ghost"], "speed": 1}
+    body = {"worker_name": dead, "check_heart_beat": False, "worker_status": claimed}
+    assert httpx.post(f"{controller_url}/register_worker", json=body).status_code == 200
+    workers = httpx.get(f"{controller_url}/list_workers").json()["workers"]
+    assert [(w["name"], w["model_names"]) for w in workers] == [(dead, [])]
+    assert models(controller_url) == []
+
+    def gone() -> bool:
+        return httpx.get(f"{controller_url}/list_workers").json()["workers"] == []
+
+    assert wait_until(gone, 30)
 
 
 def test_request_id_is_carried_to_the_worker_log(running: tuple) -> None:

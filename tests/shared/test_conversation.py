@@ -115,3 +115,33 @@ def test_openai_messages_skip_open_slot_and_hidden_examples() -> None:
     messages = conv.to_openai_api_messages()
     assert messages[0]["role"] == "system"
     assert messages[1:] == [{"role": "user", "content": "Hi"}]
+
+
+def test_fastchat_wire_shape_round_trips_and_reads_the_older_shape() -> None:
+    conv = get_conv_template("vicuna_v1.1")
+    wire = conv.dict()
+    assert wire["name"] == "vicuna_v1.1" and wire["sep_style"] == 2  # FastChat's ADD_COLON_TWO
+    assert wire["system_message"] == VICUNA_SYSTEM and wire["system_template"] == "{system_message}"
+    assert Conversation.from_dict(wire).get_prompt() == conv.get_prompt()
+    older = {"template_name": "t", "system": "S", "roles": ["A", "B"], "sep_style": "add_colon_two"}
+    clone = Conversation.from_dict({**older, "sep": " ", "sep2": "</s>"})
+    clone.append_message("A", "hi")
+    clone.append_message("B", None)
+    assert clone.get_prompt() == "S A: hi B:"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sep_style": 0},
+        {"sep_style": 20},
+        {"sep_style": "2"},
+        {"sep_style": True},
+        {"roles": ["only one"]},
+        {"roles": [1, 2]},
+    ],
+)
+def test_unreadable_fastchat_templates_are_refused(change: dict) -> None:
+    wire = {**get_conv_template("vicuna_v1.1").dict(), **change}
+    with pytest.raises((ValueError, TypeError)):
+        Conversation.from_dict(wire)

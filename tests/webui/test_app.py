@@ -11,6 +11,7 @@ import pytest
 from gradio_client import Client
 
 from services.webui.app import model_choices
+from services.webui.chat_page import shown_as_typed
 from services.webui.controller_client import ControllerClient
 from tests.support import ProcessGroup
 from tests.webui.stack import Stack, start_webui
@@ -58,7 +59,8 @@ def test_chat_endpoint_streams_a_reply_then_names_a_missing_worker(
     assert _content(outputs[0][0][-1]) == "▌"
     assert textbox == ""
     assert [m["role"] for m in history] == ["user", "assistant"]
-    assert _content(history[0]) == "Hello"
+    # The user's text as typed (never Markdown), the reply as Markdown.
+    assert _content(history[0]) == shown_as_typed("Hello")
     reply = _content(history[1])
     assert reply.strip() and not reply.endswith("▌")
     [log_file] = (stack.logs / "conv").glob("*-conv.json")

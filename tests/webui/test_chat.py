@@ -17,6 +17,7 @@ from services.webui.chat import (
     regenerate_turn,
     run_turn,
 )
+from services.webui.chat_page import for_display
 from services.webui.controller_client import ControllerClient
 from shared.constants import CONVERSATION_LEN_LIMIT, CONVERSATION_LIMIT_MSG, INPUT_CHAR_LEN_LIMIT
 from shared.conversation import get_conv_template
@@ -170,3 +171,40 @@ def test_state_dict_is_the_template_plus_ids() -> None:
     assert data["template_name"] == "vicuna_v1.1"
     assert data["messages"][-2:] == [["USER", "hi"], ["ASSISTANT", "hello"]]
     assert ChatState(model="m").to_dict() == {"conv_id": "", "model_name": "m"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "**not bold** and `not code`",
+        '<img src=x onerror="alert(1)"> <b>tag</b> <script>alert(2)</script>',
+        "</pre><b>escape attempt</b>",
+        "  indented\n\n    four spaces\n# not a heading",
+        "& &amp; &lt;",
+    ],
+)
+def test_the_user_text_is_shown_as_typed_and_replies_as_markdown(text: str) -> None:
+    from html.parser import HTMLParser
+
+    [user, reply] = for_display(
+        [{"role": "user", "content": text}, {"role": "assistant", "content": "**bold**"}]
+    )
+    assert reply == {"role": "assistant", "content": "**bold**"}
+
+    class Reader(HTMLParser):
+        """What a browser makes of the user's bubble: its elements and its text."""
+
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.tags: list[str] = []
+            self.text = ""
+
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            self.tags.append(tag)
+
+        def handle_data(self, data: str) -> None:
+            self.text += data
+
+    reader = Reader()
+    reader.feed(user["content"])
+    assert reader.tags == ["pre"] and reader.text == text

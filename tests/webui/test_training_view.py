@@ -160,3 +160,14 @@ def test_dataset_lists() -> None:
         ["ds-2", "queued", "alpaca, code", ""],
     ]
     assert ready_datasets(datasets) == ["ds-1"]
+
+
+def test_the_empty_loss_curve_has_a_named_series_not_a_number_scale() -> None:
+    """An untyped empty frame made the series a number: a legend from Infinity to -Infinity."""
+    import gradio as gr
+
+    from services.webui.training_actions import EMPTY_CURVE, _curve
+
+    plot = gr.LinePlot(EMPTY_CURVE, x="step", y="loss", color="series")
+    for frame in (EMPTY_CURVE, _curve([{"step": 1, "loss": 2.0, "series": "train"}])):
+        assert plot.postprocess(frame).datatypes["series"] == "nominal"

@@ -54,7 +54,7 @@ def parse_command(
     """The command's own arguments and its settings; logging is set up once they are valid."""
     args = cli.parse(argv)
     settings = cli.settings(IngestorSettings)
-    configure_logging("ingestor")
+    configure_logging("ingestor", to_file=False)
     return args, settings
 
 
