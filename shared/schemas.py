@@ -127,3 +127,24 @@ class ErrorBody(BaseModel):
     text: str
     error_code: int
     param: str | None = None
+
+
+# A worker embeds at most this many inputs per request (OpenAI's own limit per call).
+MAX_EMBEDDING_INPUTS = 2048
+EmbeddingInput = (
+    Annotated[StrictStr, Field(min_length=1)]
+    | Annotated[list[Annotated[int, Field(ge=0, le=2**31 - 1)]], Field(min_length=1)]
+)
+
+
+class EmbeddingsRequest(BaseModel):
+    """``/worker_get_embeddings``: FastChat's ``{"input": [str, ...]}``; an item may also be a
+    list of token ids (what OpenAI's API accepts)."""
+
+    model: str = ""
+    input: list[EmbeddingInput] = Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
+
+
+class EmbeddingsResponse(BaseModel):
+    embedding: list[list[float]]
+    token_num: int

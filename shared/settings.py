@@ -7,11 +7,12 @@ Names are grouped by prefix: ``REDIS_*``, ``CONTROLLER_*``, ``WORKER_*``, ``WEBU
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -232,6 +233,9 @@ class ClientSettings(_ReadsEnvFile):
     )
 
 
+_MEMORY_SIZE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B)?$", re.IGNORECASE)
+
+
 class ModelSettings(_Section):
     """The model a process runs and how (``WORKER_*``): shared by the worker and the terminal
     chat, which read the same variables."""
@@ -250,6 +254,51 @@ class ModelSettings(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     load_8bit: bool = Field(False, description="quantize to 8 bits with bitsandbytes")
     load_4bit: bool = Field(False, description="quantize to 4 bits (NF4) with bitsandbytes")
+    num_gpus: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="GPUs to split the model across (accelerate's device_map); with device auto "
+        "and no GPU, the model runs on the CPU with a warning",
+    )
+    gpus: str = Field(
+        "",
+        description="GPU ids to use, e.g. 0,2 (sets CUDA_VISIBLE_DEVICES); at least num_gpus ids",
+    )
+    max_gpu_memory: str = Field(
+        "",
+        description="memory cap per GPU, e.g. 13GiB; the model is split to stay under it; "
+        "empty: 85% of each GPU's free memory when split",
+    )
+    cpu_offloading: bool = Field(
+        False,
+        description="keep the layers that do not fit the GPUs in CPU memory (in fp32 with "
+        "load_8bit)",
+    )
+    max_cpu_memory: str = Field(
+        "",
+        description="CPU memory cap for the model's weights, e.g. 2GiB; what does not fit is "
+        "offloaded to disk (offload_folder); empty: no cap",
+    )
+    offload_folder: str = Field(
+        "", description="where weights offloaded to disk go; empty: a temporary folder"
+    )
+
+    @field_validator("max_gpu_memory", "max_cpu_memory")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        """A size accelerate reads (``13GiB``, ``500MB``, bytes), checked before any loading."""
+        if value and not _MEMORY_SIZE.match(value.strip()):
+            raise ValueError(f"{value!r} is not a memory size such as 13GiB or 500MB")
+        return value.strip()
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_ids(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", value):
+            raise ValueError(f"{value!r} is not a list of GPU ids such as 0,2")
+        return value.replace(" ", "")
+
     stream_interval: int = Field(2, description="tokens between streamed snapshots")
     # transformers.set_seed hands it to numpy too, which takes 32 bits.
     seed: int | None = Field(
@@ -282,6 +331,9 @@ class WorkerSettings(ModelSettings):
     )
     max_queue: int = Field(
         256, description="waiting requests beyond this are refused with 429 and Retry-After"
+    )
+    embedding_batch_size: int = Field(
+        8, ge=1, le=1024, description="inputs run through the model at once for embeddings"
     )
     prefill_chunk: int = Field(
         512,

@@ -1,4 +1,5 @@
-"""Routes of the OpenAI-compatible API served by the controller (thin: parse, call, shape).
+"""Routes of the OpenAI-compatible API served by the controller (thin: parse, call, shape):
+/v1/models, /v1/chat/completions, /v1/completions and /v1/embeddings.
 
 FastAPI validates the request bodies against ``openai_protocol``'s models (so they are in the
 OpenAPI document); ``openai_routes.OpenAIRoute`` turns a bad body into OpenAI's 400 naming the
@@ -10,11 +11,13 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from services.controller.openai_convert import new_id
+from services.controller.openai_embeddings import EmbeddingRequest
 from services.controller.openai_errors import OpenAIError
 from services.controller.openai_protocol import ChatCompletionRequest, CompletionRequest
 from services.controller.openai_routes import openai_route
@@ -73,7 +76,37 @@ def create_openai_router() -> APIRouter:
         answer = await _service(request).completion(body, completion_id, request_id)
         return _respond(answer, request_id)
 
+    @router.post("/embeddings")
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+        embedding_id, request_id = _assign_ids(request, "embd")
+        answer = await _service(request).embeddings(body, embedding_id, request_id)
+        return _respond(answer, request_id)
+
+    @router.post("/engines/{model:path}/embeddings", include_in_schema=False)
+    async def engine_embeddings(model: str, request: Request) -> Response:
+        """FastChat's older spelling: the model in the path, else the same request."""
+        payload = await _json_object(request)
+        try:
+            body = EmbeddingRequest.model_validate({**payload, "model": model})
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        return await embeddings(body, request)
+
     return router
+
+
+async def _json_object(request: Request) -> dict:
+    try:
+        payload = await request.json()
+    except ValueError:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "the body is not JSON"}]
+        ) from None
+    if not isinstance(payload, dict):
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "a JSON object is required"}]
+        )
+    return payload
 
 
 async def _openai_error(request: Request, exc: Exception) -> JSONResponse:

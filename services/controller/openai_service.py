@@ -41,6 +41,11 @@ from services.controller.openai_convert import (
     template_stops,
     usage_from,
 )
+from services.controller.openai_embeddings import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    embedding_response,
+)
 from services.controller.openai_errors import (
     OpenAIError,
     context_overflow,
@@ -79,6 +84,7 @@ log = logging.getLogger(__name__)
 # Output budget when a request sets no max_tokens and the worker does not report its context.
 FALLBACK_MAX_TOKENS = 256
 GENERATE_PATH = "/worker_generate_stream"
+EMBEDDINGS_PATH = "/worker_get_embeddings"
 
 Answer = BaseModel | AsyncIterator[bytes]
 T = TypeVar("T", bound=BaseModel)
@@ -530,6 +536,59 @@ class OpenAIService:
             log.exception("event=openai_internal_error id=%s", record.id)
             record.finish(500, error="internal")
             raise internal_error() from None
+
+    async def embeddings(
+        self, request: EmbeddingRequest, embedding_id: str, request_id: str
+    ) -> EmbeddingResponse:
+        """All inputs on one worker of ``model`` (another if it fails to answer)."""
+        record = self.record("embeddings", embedding_id, request_id)
+        record.model = request.model
+        record.ignored = sorted(request.model_extra or {})
+        body = {"model": request.model, "input": request.input}
+
+        async def attempt(worker: str) -> EmbeddingResponse:
+            answer = await self._embed_on(worker, body, request_id)
+            try:
+                if answer.get("error_code"):
+                    # FastChat's workers report a failure with 200 and an error code.
+                    message = str(answer.get("text") or "embedding failed")
+                    raise from_worker_code(message, int(answer["error_code"]), "input")
+                vectors, token_num = answer["embedding"], int(answer["token_num"])
+                result = embedding_response(
+                    request.model, vectors, token_num, request.encoding_format
+                )
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise worker_broken(f"{EMBEDDINGS_PATH} answered {str(answer)[:200]!r}") from exc
+            if len(result.data) != len(request.input):
+                raise worker_broken(
+                    f"{len(result.data)} embeddings for {len(request.input)} inputs"
+                )
+            return result
+
+        result = await self._guarded(record, self.on_a_worker(request.model, record, attempt))
+        tokens = result.usage.prompt_tokens
+        record.finish(200, Usage(prompt_tokens=tokens, total_tokens=tokens))
+        return result
+
+    async def _embed_on(self, worker: str, body: dict[str, Any], request_id: str) -> Any:
+        self.metrics.worker_calls.labels(EMBEDDINGS_PATH).inc()
+        try:
+            response = await self._client.post(
+                f"{worker}{EMBEDDINGS_PATH}",
+                json=body,
+                headers={REQUEST_ID_HEADER: request_id},
+                timeout=self._settings.worker_api_timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise await self._call_failed(worker, EMBEDDINGS_PATH, exc) from exc
+        if response.status_code != 200:
+            raise from_worker_response(
+                response.status_code, response.content, dict(response.headers), "input"
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise worker_broken(f"{EMBEDDINGS_PATH} answered {response.text[:200]!r}") from exc
 
     async def chat_completion(
         self, request: ChatCompletionRequest, completion_id: str, request_id: str

@@ -37,6 +37,7 @@ FORWARDED_PATHS = (
     "/count_token",
     "/model_details",
     "/worker_get_conv_template",
+    "/worker_get_embeddings",
 )
 
 

@@ -19,7 +19,7 @@ import uvicorn
 
 from services.model_worker.app import create_app
 from services.model_worker.args import load_configured_model, with_default_model
-from services.model_worker.engine import ModelEngine, ServingEngine
+from services.model_worker.engine import EmbeddingEngine, ModelEngine, ServingEngine
 from services.model_worker.remote import RemoteEngine, remote_context_len
 from services.model_worker.template_choice import conversation_for
 from shared.auth import Credentials
@@ -83,8 +83,16 @@ def parse_worker_args(argv: Sequence[str] | None = None) -> WorkerArgs:
 
 def local_engine(
     parser: argparse.ArgumentParser, settings: WorkerSettings, names: list[str]
-) -> ModelEngine:
+) -> ServingEngine:
     loaded, conversation = load_configured_model(parser, settings)
+    if not loaded.generates:
+        return EmbeddingEngine(
+            loaded,
+            names,
+            conversation,
+            max_queue=settings.max_queue,
+            embedding_batch_size=settings.embedding_batch_size,
+        )
     return ModelEngine(
         loaded,
         names,
@@ -94,6 +102,7 @@ def local_engine(
         max_queue=settings.max_queue,
         stream_interval=settings.stream_interval,
         prefill_chunk=settings.prefill_chunk,
+        embedding_batch_size=settings.embedding_batch_size,
     )
 
 

@@ -38,7 +38,13 @@ from shared.contracts import REQUEST_ID_HEADER
 from shared.credential_guard import CredentialGuard, fastchat_refusal
 from shared.http_errors import error_response, install_error_handlers
 from shared.http_limits import DEFAULT_MAX_BODY_BYTES, BodyLimits
-from shared.schemas import CountTokenRequest, GenerateParams, WorkerStatus
+from shared.schemas import (
+    CountTokenRequest,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    GenerateParams,
+    WorkerStatus,
+)
 from shared.settings import AuthSettings
 from shared.worker_protocol import encode_chunk
 
@@ -141,6 +147,13 @@ def install_model_routes(app: FastAPI, engine: ServingEngine) -> None:
     async def count_token(body: CountTokenRequest) -> dict:
         count = await run_in_threadpool(engine.count_tokens, body.prompt)
         return {"count": count, "error_code": 0}
+
+    @app.post("/worker_get_embeddings")
+    async def worker_get_embeddings(body: EmbeddingsRequest) -> EmbeddingsResponse:
+        """FastChat's embeddings route: mean-pooled, L2-normalised last hidden states, computed
+        in the engine's embedding thread (``embedding.py``)."""
+        result = await engine.embed(body.input)
+        return EmbeddingsResponse(embedding=result.vectors, token_num=result.token_num)
 
     @app.post("/model_details")
     async def model_details() -> dict:

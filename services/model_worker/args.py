@@ -10,6 +10,7 @@ from shared.settings import ModelSettings, default_model_dir
 
 if TYPE_CHECKING:
     from services.model_worker.loader import LoadedModel
+    from services.model_worker.placement import PlacementOptions
     from shared.conversation import Conversation
 
 M = TypeVar("M", bound=ModelSettings)
@@ -37,9 +38,26 @@ def load_configured_model(
             settings.dtype,
             settings.load_8bit,
             settings.load_4bit,
+            placement_options(settings),
         )
         return loaded, conversation_for(
             settings.model_path, loaded.tokenizer, settings.conv_template
         )
     except (ModelLoadError, ValueError, KeyError) as exc:
         parser.exit(2, f"error: {exc}\n")
+
+
+def placement_options(settings: ModelSettings) -> PlacementOptions:
+    """The multi-GPU and offload flags, for ``placement.plan_placement`` (no torch import)."""
+    from services.model_worker.placement import PlacementOptions
+
+    return PlacementOptions(
+        device=settings.device,
+        num_gpus=settings.num_gpus,
+        gpus=settings.gpus,
+        max_gpu_memory=settings.max_gpu_memory,
+        max_cpu_memory=settings.max_cpu_memory,
+        cpu_offloading=settings.cpu_offloading,
+        load_8bit=settings.load_8bit,
+        offload_folder=settings.offload_folder,
+    )

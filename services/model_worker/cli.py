@@ -376,6 +376,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(EXIT_MESSAGE)
         return
+    if not loaded.generates:
+        cli.parser.exit(
+            2,
+            f"error: {model.model_path} is an embedding model (an encoder): it cannot chat; "
+            "serve it with python -m services.model_worker for /v1/embeddings\n",
+        )
     if gen.max_new_tokens >= loaded.context_len:
         cli.parser.exit(
             2,

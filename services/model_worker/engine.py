@@ -23,7 +23,13 @@ from typing import Any, Literal
 
 from services.model_worker.batching import END_OF_STREAM, BatchScheduler, Sequence, error_chunk_for
 from services.model_worker.decoding import SequenceDecoder
-from services.model_worker.errors import ContextOverflow, EngineOverloaded, InvalidRequest
+from services.model_worker.embedding import EmbeddingInput, Embeddings, embed, tokenize_inputs
+from services.model_worker.errors import (
+    ContextOverflow,
+    EngineError,
+    EngineOverloaded,
+    InvalidRequest,
+)
 from services.model_worker.generation import generate_stream, prepare_prompt
 from services.model_worker.loader import LoadedModel
 from services.model_worker.metrics import WorkerMetrics
@@ -143,6 +149,13 @@ class ServingEngine:
         chunks = self._stream(params, token_events)
         return self.metrics.observe(chunks, request_id or new_request_id(), protocol)
 
+    async def embed(self, inputs: list[EmbeddingInput]) -> Embeddings:
+        """Embeddings of ``inputs``; engines that cannot compute them refuse naming ``model``."""
+        raise InvalidRequest(
+            "model",
+            f"{self.model_names[0]} is served by a backend that does not compute embeddings",
+        )
+
     async def generate(self, params: GenerateParams, request_id: str = "") -> dict[str, Any]:
         last: dict[str, Any] = {"text": "", "error_code": int(ErrorCode.INTERNAL_ERROR)}
         async for chunk in self.open_stream(params, request_id=request_id):
@@ -164,6 +177,7 @@ class ModelEngine(ServingEngine):
         max_queue: int = 256,
         stream_interval: int = 2,
         prefill_chunk: int = 512,
+        embedding_batch_size: int = 8,
     ) -> None:
         super().__init__(
             model_names,
@@ -182,6 +196,7 @@ class ModelEngine(ServingEngine):
         self._executor: ThreadPoolExecutor | None = None
         self._running = 0
         self._waiting = 0
+        self.embedder = Embedder(loaded, embedding_batch_size, max_queue)
         if mode == "batch":
             self._scheduler = BatchScheduler(loaded.model, max_batch_size, prefill_chunk)
         else:
@@ -318,8 +333,105 @@ class ModelEngine(ServingEngine):
             self._running -= 1
             self._slots.release()
 
+    async def embed(self, inputs: list[EmbeddingInput]) -> Embeddings:
+        return await self.embedder(inputs)
+
     def shutdown(self) -> None:
+        self.embedder.shutdown()
         if self._scheduler is not None:
             self._scheduler.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Embedder:
+    """Embeddings of a loaded model, computed one request at a time in their own thread (the
+    event loop and the generation scheduler keep running); at most ``max_queue`` requests wait,
+    beyond that a request is refused at once (429)."""
+
+    def __init__(self, loaded: LoadedModel, batch_size: int, max_queue: int) -> None:
+        self.loaded = loaded
+        self.batch_size = batch_size
+        self.max_queue = max_queue
+        self.pending = 0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="embed")
+        tokenizer = loaded.tokenizer
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def _compute(self, inputs: list[EmbeddingInput]) -> Embeddings:
+        vocab = int(getattr(self.loaded.model.config, "vocab_size", 0) or 2**31)
+        ids = tokenize_inputs(self.loaded.tokenizer, inputs, self.loaded.context_len, vocab)
+        return embed(self.loaded.model, ids, self._pad_id, self.batch_size)
+
+    async def __call__(self, inputs: list[EmbeddingInput]) -> Embeddings:
+        if self.pending >= self.max_queue + 1:
+            raise EngineOverloaded(1, self.pending - 1, self.max_queue, RETRY_AFTER_SECONDS)
+        self.pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._compute, inputs)
+        except EngineError:
+            raise
+        except Exception as exc:  # reported as FastChat's internal error, the worker goes on
+            log.exception("event=embedding_failed")
+            raise EngineError(f"embedding failed: {exc!r}") from exc
+        finally:
+            self.pending -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class EmbeddingEngine(ServingEngine):
+    """An encoder (a sentence-embedding model): it embeds, and refuses generation with a 400
+    that says so, on every protocol."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        model_names: list[str],
+        conversation: Conversation,
+        *,
+        max_queue: int = 256,
+        embedding_batch_size: int = 8,
+    ) -> None:
+        vocab = int(getattr(loaded.model.config, "vocab_size", 0) or 0)
+        super().__init__(
+            model_names,
+            conversation,
+            loaded.tokenizer,
+            loaded.context_len,
+            vocab,
+            loaded.device,
+            1,
+            max_queue,
+        )
+        self.embedder = Embedder(loaded, embedding_batch_size, max_queue)
+
+    @property
+    def running(self) -> int:
+        return min(self.embedder.pending, 1)
+
+    @property
+    def waiting(self) -> int:
+        return max(self.embedder.pending - 1, 0)
+
+    def _refusal(self) -> InvalidRequest:
+        return InvalidRequest(
+            "model",
+            f"{self.model_names[0]} is an embedding model: it serves /worker_get_embeddings "
+            "and /v1/embeddings, not text generation",
+            ErrorCode.INVALID_MODEL,
+        )
+
+    def validate(self, params: GenerateParams) -> None:
+        raise self._refusal()
+
+    def open_stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        raise self._refusal()
+
+    async def embed(self, inputs: list[EmbeddingInput]) -> Embeddings:
+        return await self.embedder(inputs)
+
+    def shutdown(self) -> None:
+        self.embedder.shutdown()

@@ -84,6 +84,7 @@ class StandInWorker:
 
         @app.post("/worker_generate")
         @app.post("/worker_generate_completion")
+        @app.post("/worker_get_embeddings")
         async def generate(request: Request) -> Response:
             """The last chunk of the script, as JSON."""
             self.calls += 1

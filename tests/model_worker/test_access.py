@@ -12,7 +12,13 @@ from services.model_worker.tgi_api import TGI_PATHS
 from shared.settings import AuthSettings
 
 KEYS = AuthSettings(controller_api_keys="user-key", worker_token="worker-token")
-FASTCHAT_PATHS = ["/worker_generate", "/count_token", "/worker_get_status", "/model_details"]
+FASTCHAT_PATHS = [
+    "/worker_generate",
+    "/count_token",
+    "/worker_get_status",
+    "/model_details",
+    "/worker_get_embeddings",
+]
 
 
 def stand_in_app(auth: AuthSettings, max_body_bytes: int = 1024) -> FastAPI:
