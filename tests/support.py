@@ -22,6 +22,11 @@ import pytest
 from shared.contracts import REQUEST_ID_HEADER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# FastChat 0.2.36's own Python (make install builds .venv/fastchat from requirements/fastchat.txt);
+# FASTCHAT_PYTHON points elsewhere, e.g. at a FastChat virtualenv built outside the checkout.
+FASTCHAT_PYTHON = Path(
+    os.environ.get("FASTCHAT_PYTHON") or REPO_ROOT / ".venv" / "fastchat" / "bin" / "python"
+)
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

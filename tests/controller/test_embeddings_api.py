@@ -5,7 +5,6 @@ httpx; FastChat's wire format on the worker and through the controller's proxy r
 from __future__ import annotations
 
 import base64
-import os
 import struct
 import subprocess
 import threading
@@ -24,7 +23,7 @@ from fastapi.responses import Response
 from services.model_worker.embedding import bundled_embedding_model
 from shared.worker_protocol import encode_chunk
 from tests.controller.stand_in import StandInWorker
-from tests.support import ServiceProcess, free_port, post_json_text, wait_until
+from tests.support import FASTCHAT_PYTHON, ServiceProcess, free_port, post_json_text, wait_until
 
 TINY, MINILM = "tiny", "all-MiniLM-L6-v2"
 
@@ -220,9 +219,6 @@ def test_health_answers_while_a_large_batch_is_embedded(stack: Stack) -> None:
     assert health_during >= 1
 
 
-FASTCHAT_VENV = Path(os.environ.get("FASTCHAT_VENV", "/root/.cache/camel-chat/peers/fastchat"))
-
-
 class PeerProcess(ServiceProcess):
     """``python -m <module>`` run by another virtualenv's Python (FastChat's own)."""
 
@@ -243,8 +239,8 @@ class PeerProcess(ServiceProcess):
 
 
 @pytest.mark.skipif(
-    not (FASTCHAT_VENV / ".installed").exists(),
-    reason=f"FastChat 0.2.36's virtualenv is not at {FASTCHAT_VENV} (FASTCHAT_VENV)",
+    not FASTCHAT_PYTHON.exists(),
+    reason=f"FastChat 0.2.36's virtualenv is missing ({FASTCHAT_PYTHON}): run make install",
 )
 def test_fastchats_openai_api_server_embeds_through_our_controller_and_worker(
     stack: Stack, tmp_path: Path
@@ -253,7 +249,7 @@ def test_fastchats_openai_api_server_embeds_through_our_controller_and_worker(
     our ``/worker_get_embeddings``; the official SDK gets the same vectors from both servers."""
     port = free_port()
     server = PeerProcess(
-        FASTCHAT_VENV / "bin" / "python",
+        FASTCHAT_PYTHON,
         "fastchat.serve.openai_api_server",
         ["--host", "127.0.0.1", "--port", str(port), "--controller-address", stack.url],
         tmp_path / "fastchat-openai.log",

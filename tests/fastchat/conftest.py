@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT
-
-# FASTCHAT_PYTHON points elsewhere, e.g. at a FastChat virtualenv built outside the checkout.
-FASTCHAT_PYTHON = Path(
-    os.environ.get("FASTCHAT_PYTHON") or REPO_ROOT / ".venv" / "fastchat" / "bin" / "python"
-)
+from tests.support import FASTCHAT_PYTHON
 
 
 @pytest.fixture(scope="session")
