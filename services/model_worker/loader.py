@@ -25,6 +25,8 @@ class LoadedModel:
     device: str
     dtype: str
     context_len: int
+    # The folder (or Hub id) it was loaded from: its generation_config.json gives defaults.
+    path: str = ""
 
 
 def resolve_device(device: str) -> str:
@@ -43,6 +45,28 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The instruction-set flags of this machine's CPU (empty where /proc/cpuinfo is absent)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
+    """bf16 matmuls run natively (AVX512-BF16 or AMX): half the memory traffic of fp32 at about
+    the same greedy output. Elsewhere bf16 is emulated and slower than fp32."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
 def resolve_dtype(dtype: str, device: str) -> Any:
     import torch
 
@@ -51,7 +75,7 @@ def resolve_dtype(dtype: str, device: str) -> Any:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device == "mps":
             return torch.float16
-        return torch.float32
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     return getattr(torch, dtype)
 
 
@@ -122,4 +146,4 @@ def load_model(
         "8bit" if load_8bit else "4bit" if load_4bit else "none",
         ctx,
     )
-    return LoadedModel(model, tokenizer, resolved_device, str(torch_dtype), ctx)
+    return LoadedModel(model, tokenizer, resolved_device, str(torch_dtype), ctx, model_path)
