@@ -180,7 +180,9 @@ async def test_admission_counts_a_request_before_its_stream_is_read(make_engine:
     with pytest.raises(EngineOverloaded):
         engine.open_stream(params())
     await first.aclose()
-    for _ in range(100):
+    # The unread stream is not cancelled (its generator never started): it runs its 50 tokens.
+    # Wait for that generously: a loaded machine takes seconds.
+    for _ in range(1500):
         if engine.in_flight == 0:
             break
         await asyncio.sleep(0.02)
