@@ -32,6 +32,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # The processes tests start run open unless a test gives them keys (CONTROLLER_API_KEYS,
 # WORKER_TOKEN): the security tests do, to check that every route asks for one.
 os.environ.setdefault("ALLOW_UNAUTHENTICATED", "true")
+# Workers the tests start serve tiny random models in fp32: on a CPU with AVX512-BF16 their
+# auto dtype would be bf16, which pays off for real models but makes a 0.2M-parameter one about
+# 2x slower per token (conversion costs more than it saves). The auto choice has its own tests.
+os.environ.setdefault("WORKER_DTYPE", "float32")
 
 
 @pytest.fixture(scope="session", autouse=True)

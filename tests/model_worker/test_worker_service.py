@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -26,8 +27,12 @@ def test_status_details_and_token_count(worker_url: str, tiny_model_dir: Path) -
         "queue_length": 0,
     }
     details = post(f"{worker_url}/model_details").json()
-    # The dtype is the one chosen at start-up: auto resolved by the CPU's instruction set.
-    expected = "bfloat16" if cpu_has_fast_bf16() else "float32"
+    # The dtype chosen at start-up: WORKER_DTYPE (conftest: float32), or auto resolved by the
+    # CPU's instruction set.
+    configured = os.environ.get("WORKER_DTYPE", "auto")
+    expected = (
+        configured if configured != "auto" else "bfloat16" if cpu_has_fast_bf16() else "float32"
+    )
     assert details == {
         "context_length": 256,
         "device": "cpu",
