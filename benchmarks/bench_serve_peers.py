@@ -168,7 +168,7 @@ def run_targets(targets: list[Target]) -> None:
 
 
 def ours(
-    start: Callable, model: Path, dtype: str, levels: list[int], max_tokens: int
+    start: Callable, model: Path, dtype: str, levels: list[int], max_tokens: int, threads: int = 0
 ) -> tuple[list[Target], list[str]]:
     """Controller + one worker (Redis from scripts/ensure_redis.py): via the controller's OpenAI
     API, and the same worker straight through the worker protocol."""
@@ -192,7 +192,10 @@ def ours(
     ]  # fmt: skip
     if dtype != "auto":
         worker_cmd += ["--dtype", dtype]
-    wproc = start(f"worker-{dtype}", worker_cmd, env)
+    # threads=1: the worker computes on one core, as vLLM does here (the other is left to the
+    # controller and the clients); 0: torch's own choice (every core).
+    wenv = {**env, "OMP_NUM_THREADS": str(threads)} if threads else env
+    wproc = start(f"worker-{dtype}", worker_cmd, wenv)
     worker = f"http://127.0.0.1:{wport}"
     wait_until(f"{worker}/health", wproc, 180)
     deadline = time.monotonic() + 30
@@ -202,6 +205,7 @@ def ours(
         time.sleep(0.5)
     texts = prompts(worker, max(levels))
     label = "default dtype" if dtype == "auto" else dtype
+    label += f", {threads} thread{'s' * (threads > 1)}" if threads else ""
     via = openai_client(controller, MODEL_NAME, max_tokens)
     straight = worker_client(worker, texts, max_tokens)
     return [
@@ -224,7 +228,24 @@ def vllm(start: Callable, model: Path, levels: list[int], max_tokens: int) -> li
     return [Target(name, openai_client(url, MODEL_NAME, max_tokens), levels)]
 
 
-def fastchat(start: Callable, model: Path, texts: list[str], levels: list[int], mt: int) -> list:
+def transformers4_copy(model: Path) -> Path:
+    """The model folder as transformers 4 (FastChat's) reads it: links to the same files, with
+    the tokenizer class that transformers 5 saved (``TokenizersBackend``) named as 4 knows it."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-serve-peers-model-")) / model.name
+    folder.mkdir()
+    for item in model.iterdir():
+        if item.name != "tokenizer_config.json":
+            (folder / item.name).symlink_to(item.resolve())
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def fastchat(
+    start: Callable, model: Path, texts: list[str], levels: list[int], mt: int, threads: int = 0
+) -> list:
+    model = transformers4_copy(model)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [
@@ -232,7 +253,8 @@ def fastchat(start: Callable, model: Path, texts: list[str], levels: list[int], 
         "--model-path", str(model), "--device", "cpu", "--port", str(port), "--host",
         "127.0.0.1", "--worker-address", url, "--no-register",
     ]  # fmt: skip
-    wait_until(f"{url}/worker_get_status", start("fastchat", cmd), 300, method="POST")
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else None
+    wait_until(f"{url}/worker_get_status", start("fastchat", cmd, env), 300, method="POST")
     name = "FastChat 0.2.36 worker (its defaults, worker protocol)"
     return [Target(name, worker_client(url, texts, mt), levels)]
 
@@ -255,7 +277,7 @@ def chat_texts(model: Path, n: int) -> list[str]:
 def table(targets: list[Target], levels: list[int]) -> str:
     """Markdown: tokens/s and p95 TTFT per level, and the ratio of our controller row's tok/s
     to each row's (>1: we are faster)."""
-    reference = next(t for t in targets if "via the controller" in t.name)
+    reference = next((t for t in targets if "via the controller" in t.name), None)
     head = "| server | " + " | ".join(f"{n} cl. tok/s | p95 TTFT @{n}" for n in levels) + " |"
     lines = [head, "|" + " --- |" * (1 + 2 * len(levels))]
     for t in targets:
@@ -265,8 +287,10 @@ def table(targets: list[Target], levels: list[int]) -> str:
             if r is None:
                 cells += ["–", "–"]
                 continue
-            ratio = reference.results[n]["tokens_per_s"] / r["tokens_per_s"]
-            ours_mark = "" if t is reference else f" (ours {ratio:.2f}x)"
+            ours_mark = ""
+            if reference is not None and t is not reference and n in reference.results:
+                ratio = reference.results[n]["tokens_per_s"] / r["tokens_per_s"]
+                ours_mark = f" (ours {ratio:.2f}x)"
             cells += [f"{r['tokens_per_s']:.1f}{ours_mark}", f"{r['ttft_p95']:.2f} s"]
         lines.append(f"| {t.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -281,24 +305,31 @@ def main() -> None:
     parser.add_argument(
         "--ours-dtypes", nargs="+", default=["auto"], help="auto: the worker's own choice"
     )
+    parser.add_argument(
+        "--ours-threads",
+        type=int,
+        default=0,
+        help="OMP_NUM_THREADS of our worker and FastChat's; 1: one core, as vLLM; 0: torch's",
+    )
     args = parser.parse_args()
     model, levels, mt = default_model_dir(), args.levels, args.max_new_tokens
     targets: list[Target] = []
     texts: list[str] = []
+    # Ours first (its prompts serve FastChat too), then the peers in the order given.
     for dtype in args.ours_dtypes if "ours" in args.only else []:
         with processes() as start:
-            group, texts = ours(start, model, dtype, levels, mt)
+            group, texts = ours(start, model, dtype, levels, mt, args.ours_threads)
             run_targets(group)
             targets += group
-    if "fastchat" in args.only and args.fastchat_levels:
-        texts = texts or chat_texts(model, max(args.fastchat_levels))
+    for peer in (p for p in args.only if p != "ours"):
         with processes() as start:
-            group = fastchat(start, model, texts, args.fastchat_levels, mt)
-            run_targets(group)
-            targets += group
-    if "vllm" in args.only:
-        with processes() as start:
-            group = vllm(start, model, levels, mt)
+            if peer == "vllm":
+                group = vllm(start, model, levels, mt)
+            elif args.fastchat_levels:
+                texts = texts or chat_texts(model, max(args.fastchat_levels))
+                group = fastchat(start, model, texts, args.fastchat_levels, mt, args.ours_threads)
+            else:
+                continue
             run_targets(group)
             targets += group
     print()
