@@ -253,7 +253,8 @@ def fastchat(
         "--model-path", str(model), "--device", "cpu", "--port", str(port), "--host",
         "127.0.0.1", "--worker-address", url, "--no-register",
     ]  # fmt: skip
-    env = {"OMP_NUM_THREADS": str(threads)} if threads else None
+    # FastChat writes its log files into LOGDIR (default: the working directory, our repo).
+    env = {"LOGDIR": str(model.parent), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     wait_until(f"{url}/worker_get_status", start("fastchat", cmd, env), 300, method="POST")
     name = "FastChat 0.2.36 worker (its defaults, worker protocol)"
     return [Target(name, worker_client(url, texts, mt), levels)]
