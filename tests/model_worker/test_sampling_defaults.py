@@ -55,3 +55,13 @@ async def test_engine_applies_the_model_defaults(make_engine: Any) -> None:  # n
     engine.sampling_defaults = {"temperature": 0.0}
     assert (await engine.generate(GenerateParams(**body)))["text"] == greedy
     assert engine.details()["sampling_defaults"] == {"temperature": 0.0}
+
+
+def test_an_older_default_model_conversion_gets_the_recommended_sampling(tmp_path: Path) -> None:
+    from services.model_worker.default_model import RECOMMENDED_SAMPLING, add_recommended_sampling
+
+    folder = write_config(tmp_path / "smol", {"bos_token_id": 1, "eos_token_id": 2})
+    add_recommended_sampling(folder)
+    assert read_sampling_defaults(folder) == RECOMMENDED_SAMPLING
+    written = json.loads((folder / "generation_config.json").read_text())
+    assert written["do_sample"] is True and written["eos_token_id"] == 2
