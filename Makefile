@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install deepspeed-cpu default-model chromium compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve
+.PHONY: help install deepspeed-cpu default-model chromium compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve bench-serve-peers
 
 help:
 	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes);"
@@ -25,6 +25,7 @@ help:
 	@echo "make lint          ruff"
 	@echo "make bench-ingest  dataset ingestion benchmark (100k synthetic conversations)"
 	@echo "make bench-serve   batching worker vs one-at-a-time baseline, 1/4/16/64 clients"
+	@echo "make bench-serve-peers  ours vs FastChat 0.2.36 and vLLM CPU (venvs in PEERS_DIR)"
 
 $(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	$(PYTHON) -m venv $(VENV)
@@ -129,6 +130,16 @@ bench-train: $(STAMP) default-model
 
 bench-serve: $(STAMP) default-model
 	$(PY) benchmarks/bench_serve.py
+
+# The peers live in their own venvs outside the repo, installed once (a lock: other checkouts may
+# be installing the same ones). Not part of make test.
+PEERS_DIR ?= $(HOME)/.cache/camel-chat/peers
+export PEERS_DIR
+bench-serve-peers: $(STAMP) default-model
+	mkdir -p $(PEERS_DIR)
+	flock $(PEERS_DIR)/vllm.lock benchmarks/peers/install_vllm.sh
+	flock $(PEERS_DIR)/fastchat.lock benchmarks/peers/install_fastchat.sh
+	$(PY) benchmarks/bench_serve_peers.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

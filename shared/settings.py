@@ -251,7 +251,11 @@ class ModelSettings(_Section):
         "(the template it was trained with, else by its name and tokenizer)",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description="auto: bfloat16 on a CUDA GPU that has it (else float16), float16 on MPS, "
+        "bfloat16 on a CPU with AVX512-BF16 or AMX, else float32",
+    )
     load_8bit: bool = Field(False, description="quantize to 8 bits with bitsandbytes")
     load_4bit: bool = Field(False, description="quantize to 4 bits (NF4) with bitsandbytes")
     num_gpus: int = Field(

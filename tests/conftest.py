@@ -35,6 +35,10 @@ os.environ.setdefault("ALLOW_UNAUTHENTICATED", "true")
 # The processes tests start log to their captured output only, not to LOG_DIR/<service>.log
 # (tests of the daily files turn it on).
 os.environ.setdefault("LOG_TO_FILE", "false")
+# Workers the tests start serve tiny random models in fp32: on a CPU with AVX512-BF16 their
+# auto dtype would be bf16, which pays off for real models but makes a 0.2M-parameter one about
+# 2x slower per token (conversion costs more than it saves). The auto choice has its own tests.
+os.environ.setdefault("WORKER_DTYPE", "float32")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -133,21 +133,38 @@ def generate_params(
 ) -> dict[str, Any]:
     """The ``/worker_generate_stream`` body for one prompt."""
     stops = list(dict.fromkeys([*extra_stops, *request.stop_list()]))
-    repetition = request.repetition_penalty or presence_to_repetition(request.presence_penalty)
+    # Sampling fields the request leaves out stay out: the worker applies the model's defaults
+    # (its generation_config.json), else the neutral ones.
+    sampling = {
+        name: value
+        for name, value in (
+            ("temperature", request.temperature),
+            ("top_p", request.top_p),
+            ("top_k", request.top_k),
+            ("repetition_penalty", _repetition(request)),
+        )
+        if value is not None
+    }
     params = GenerateParams(
         model=request.model,
         prompt=prompt,
-        temperature=1.0 if request.temperature is None else request.temperature,
-        top_p=1.0 if request.top_p is None else request.top_p,
-        top_k=-1 if request.top_k is None else request.top_k,
-        repetition_penalty=repetition,
+        **sampling,
         max_new_tokens=max_new_tokens,
         stop=stops or None,
         stop_token_ids=request.stop_token_ids or None,
         echo=echo,
         seed=None if request.seed is None else request.seed % _SEED_RANGE,
     )
-    return params.model_dump(exclude_none=True)
+    return params.model_dump(exclude_none=True, exclude_unset=True)
+
+
+def _repetition(request: SamplingRequest) -> float | None:
+    """repetition_penalty if given, else one from presence_penalty if given, else None."""
+    if request.repetition_penalty is not None:
+        return request.repetition_penalty
+    if request.presence_penalty is None:
+        return None
+    return presence_to_repetition(request.presence_penalty)
 
 
 class DeltaTracker:

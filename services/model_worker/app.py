@@ -157,7 +157,7 @@ def install_model_routes(app: FastAPI, engine: ServingEngine) -> None:
 
     @app.post("/model_details")
     async def model_details() -> dict:
-        return {"context_length": engine.context_len}
+        return {"context_length": engine.context_len, **engine.details()}
 
     @app.post("/worker_get_conv_template")
     async def worker_get_conv_template() -> dict:

@@ -204,12 +204,32 @@ class BatchScheduler:
         self._batch.keep(rows)
         self._rows = [self._rows[i] for i in rows]
 
+    def _take_group(self) -> list[Sequence]:
+        """Waiting requests to prefill together: while their padded prompts fit in one
+        prefill chunk and the batch has room. A prompt longer than a chunk goes alone."""
+        group: list[Sequence] = []
+        longest = 0
+        room = self.max_batch_size - len(self._rows)
+        while self._waiting and len(group) < room:
+            n = len(self._waiting[0].prompt_ids)
+            if group and (max(longest, n) * (len(group) + 1) > self.prefill_chunk):
+                break
+            group.append(self._waiting.popleft())
+            longest = max(longest, n)
+            if n > self.prefill_chunk:
+                break
+        return group
+
     def _prefill_one_chunk(self) -> bool:
         seq = self._prefilling
         if seq is None:
             if not self._waiting or len(self._rows) >= self.max_batch_size:
                 return False
-            seq = self._prefilling = self._waiting.popleft()
+            group = self._take_group()
+            if len(group) > 1:
+                self._prefill_group(group)
+                return True
+            seq = self._prefilling = group[0]
         try:
             start = seq.prefilled
             chunk = seq.prompt_ids[start : start + self.prefill_chunk]
@@ -246,6 +266,58 @@ class BatchScheduler:
         if chunk_out is not None:
             seq.emit(chunk_out)
         return True
+
+    def _prefill_group(self, group: list[Sequence]) -> None:
+        """Prefill several whole prompts in one left-padded forward pass (one pass's fixed cost
+        instead of one per request: what makes many clients arriving together start fast), then
+        join their rows to the running batch with one copy of the cache."""
+        lengths = [len(s.prompt_ids) for s in group]
+        longest = max(lengths)
+        try:
+            ids = torch.tensor(
+                [[0] * (longest - n) + s.prompt_ids for s, n in zip(group, lengths, strict=True)],
+                device=self._device,
+            )
+            mask = torch.tensor(
+                [[0] * (longest - n) + [1] * n for n in lengths], device=self._device
+            )
+            out = self._model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                cache=None,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            logits = out.logits[:, -1, :].float()
+            choices = [
+                s.sampler.choose(
+                    logits[i : i + 1], s.token_ids(self._device), s.decoder.token_events
+                )
+                for i, s in enumerate(group)
+            ]
+        except Exception as exc:
+            log.exception("event=prefill_failed rows=%d", len(group))
+            for seq in group:
+                seq.finish(error_chunk_for(exc))
+            return
+        now = time.monotonic()
+        keep, chunks = [], []
+        for i, (seq, (token, logprob)) in enumerate(zip(group, choices, strict=True)):
+            seq.prefilled, seq.first_token_at = lengths[i], now
+            chunk = seq.decoder.add(token, logprob)
+            if seq.decoder.finished:
+                seq.finish(chunk)
+            else:
+                keep.append(i)
+                chunks.append(chunk)
+        joined = KVBatch.of(out.cache, mask, lengths, [token for token, _ in choices])
+        joined.keep(keep)
+        self._batch.merge(joined)
+        self._rows += [group[i] for i in keep]
+        for i, chunk in zip(keep, chunks, strict=True):
+            if chunk is not None:
+                group[i].emit(chunk)
 
     def _decode_step(self) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import shutil
 import tempfile
@@ -38,6 +39,22 @@ def gguf_package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+# SmolLM2-Instruct's model card: at 0.7 or more the 135M model drifts into other languages.
+RECOMMENDED_SAMPLING = {"temperature": 0.2, "top_p": 0.9}
+
+
+def add_recommended_sampling(folder: Path) -> None:
+    """Write the recommended sampling into a conversion made before it was part of it."""
+    path = folder / "generation_config.json"
+    config = json.loads(path.read_text())
+    if all(k in config for k in RECOMMENDED_SAMPLING):
+        return
+    config.update({"do_sample": True, **RECOMMENDED_SAMPLING})
+    staging = path.with_suffix(".json.tmp")
+    staging.write_text(json.dumps(config, indent=2) + "\n")
+    staging.replace(path)
+
+
 def is_converted(folder: Path) -> bool:
     return (folder / COMPLETE_MARKER).exists()
 
@@ -45,6 +62,7 @@ def is_converted(folder: Path) -> bool:
 def convert(output: Path, force: bool = False) -> Path:
     """Convert the GGUF model into ``output``; a no-op if a finished conversion is there."""
     if is_converted(output) and not force:
+        add_recommended_sampling(output)
         log.info("event=default_model_ready path=%s", output)
         return output
     import torch
@@ -66,6 +84,8 @@ def convert(output: Path, force: bool = False) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        do_sample=True,
+        **RECOMMENDED_SAMPLING,
     )
 
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ from services.model_worker.generation import generate_stream, prepare_prompt
 from services.model_worker.loader import LoadedModel
 from services.model_worker.metrics import WorkerMetrics
 from services.model_worker.sampling import Sampler
+from services.model_worker.sampling_defaults import read_sampling_defaults, with_defaults
 from shared.constants import ErrorCode
 from shared.conversation import Conversation
 from shared.schemas import GenerateParams, WorkerStatus
@@ -84,6 +85,8 @@ class ServingEngine:
         self.device = device
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
+        # The model's generation_config.json values, for requests that leave them out.
+        self.sampling_defaults: dict[str, Any] = {}
         self.metrics = WorkerMetrics(
             model_names[0], lambda: self.running + self.waiting, lambda: self.running
         )
@@ -111,6 +114,10 @@ class ServingEngine:
         return WorkerStatus(
             model_names=self.model_names, speed=1.0, queue_length=self.running + self.waiting
         )
+
+    def details(self) -> dict[str, Any]:
+        """What ``/model_details`` says besides the context length (device, dtype)."""
+        return {"sampling_defaults": self.sampling_defaults}
 
     def validate(self, params: GenerateParams) -> None:
         """Checks that need the model; raise ``InvalidRequest`` naming the parameter."""
@@ -143,6 +150,7 @@ class ServingEngine:
         (id, text, logprob, special) and the last one a ``stop_kind``. Closing the stream early
         (client went away) stops the generation at its next token.
         """
+        params = with_defaults(params, self.sampling_defaults)
         if self.in_flight >= self.max_batch_size + self.max_queue:
             self.metrics.rejected("overloaded")
             raise EngineOverloaded(self.running, self.waiting, self.max_queue, RETRY_AFTER_SECONDS)
@@ -190,6 +198,7 @@ class ModelEngine(ServingEngine):
             max_queue,
         )
         self.loaded = loaded
+        self.sampling_defaults = read_sampling_defaults(loaded.path) if loaded.path else {}
         self.mode = mode
         self.stream_interval = stream_interval
         self._scheduler: BatchScheduler | None = None
@@ -202,6 +211,15 @@ class ModelEngine(ServingEngine):
         else:
             self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")
             self._slots = asyncio.Semaphore(max_batch_size)
+
+    def details(self) -> dict[str, Any]:
+        """The device and dtype chosen at start-up (``auto`` resolved), and the engine."""
+        return {
+            **super().details(),
+            "device": self.loaded.device,
+            "dtype": self.loaded.dtype.removeprefix("torch."),
+            "engine": self.mode,
+        }
 
     @property
     def running(self) -> int:

@@ -41,13 +41,29 @@ class KVBatch:
         """Append a prefilled single-sequence cache (no padding, ``length`` positions)."""
         device = cache.layers[0].keys.device
         row_mask = torch.ones((1, length), dtype=torch.long, device=device)
+        self.merge(KVBatch.of(cache, row_mask, [length], [next_token]))
+
+    @classmethod
+    def of(
+        cls, cache: Any, mask: torch.Tensor, positions: list[int], next_tokens: list[int]
+    ) -> KVBatch:
+        """A batch from a (left-padded) prefilled cache, its mask and each row's next input."""
+        batch = cls()
+        batch.cache, batch.mask = cache, mask
+        batch.positions, batch.next_tokens = list(positions), list(next_tokens)
+        return batch
+
+    def merge(self, other: KVBatch) -> None:
+        """Append ``other``'s rows (one copy of each cache, whatever the number of rows)."""
+        if not len(other):
+            return
         if self.cache is None:
-            self.cache, self.mask = cache, row_mask
+            self.cache, self.mask = other.cache, other.mask
         else:
-            assert self.mask is not None
-            target = max(self.length, length)
-            batch_pad, row_pad = target - self.length, target - length
-            for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            assert self.mask is not None and other.mask is not None
+            target = max(self.length, other.length)
+            batch_pad, row_pad = target - self.length, target - other.length
+            for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
                 mine.keys = torch.cat(
                     [_pad_left(mine.keys, batch_pad), _pad_left(theirs.keys, row_pad)]
                 )
@@ -57,11 +73,11 @@ class KVBatch:
             self.mask = torch.cat(
                 [
                     torch.nn.functional.pad(self.mask, (batch_pad, 0)),
-                    torch.nn.functional.pad(row_mask, (row_pad, 0)),
+                    torch.nn.functional.pad(other.mask, (row_pad, 0)),
                 ]
             )
-        self.positions.append(length)
-        self.next_tokens.append(next_token)
+        self.positions += other.positions
+        self.next_tokens += other.next_tokens
 
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (in this order) and drop padding no row needs any more."""

@@ -36,10 +36,34 @@ class LoadedModel:
     dtype: str
     context_len: int
     kind: str = "causal"
+    # The folder (or Hub id) it was loaded from: its generation_config.json gives defaults.
+    path: str = ""
 
     @property
     def generates(self) -> bool:
         return self.kind == "causal"
+
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The instruction-set flags of this machine's CPU (empty where /proc/cpuinfo is absent)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
+    """bf16 matmuls run natively (AVX512-BF16 or AMX): half the memory traffic of fp32 at about
+    the same greedy output. Elsewhere bf16 is emulated and slower than fp32."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
@@ -50,7 +74,7 @@ def resolve_dtype(dtype: str, device: str) -> Any:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device == "mps":
             return torch.float16
-        return torch.float32
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     return getattr(torch, dtype)
 
 
@@ -174,7 +198,7 @@ def load_model(
         ctx,
         _summary(getattr(model, "hf_device_map", None)),
     )
-    return LoadedModel(model, tokenizer, plan.device, str(torch_dtype), ctx, kind)
+    return LoadedModel(model, tokenizer, plan.device, str(torch_dtype), ctx, kind, model_path)
 
 
 def _summary(device_map: dict[str, Any] | None) -> str:

@@ -236,14 +236,36 @@ def build_action_buttons() -> ActionButtons:
         )
 
 
-def build_sliders() -> Sliders:
-    """The sampling parameters, in a closed accordion."""
+def model_sampling(client: ControllerClient, model: str | None) -> tuple[float, float]:
+    """Temperature and top_p for the sliders: the model's own defaults (its
+    generation_config.json), else the page's; kept within the sliders' range."""
+    found = client.sampling_defaults(model or "")
+    temperature = float(found.get("temperature", DEFAULTS.temperature))
+    top_p = float(found.get("top_p", DEFAULTS.top_p))
+    return min(max(temperature, 0.0), 1.0), min(max(top_p, 0.0), 1.0)
+
+
+def build_sliders(client: ControllerClient, selected: str) -> Sliders:
+    """The sampling parameters, in a closed accordion. Their values on each page load are the
+    selected model's defaults (a callable value is evaluated per load)."""
     with gr.Accordion("Parameters", open=False):
         return Sliders(
             temperature=gr.Slider(
-                0.0, 1.0, value=DEFAULTS.temperature, step=0.1, label="Temperature"
+                0.0,
+                1.0,
+                value=lambda: model_sampling(client, selected)[0],
+                step=0.05,
+                label="Temperature",
+                elem_id="temperature",
             ),
-            top_p=gr.Slider(0.0, 1.0, value=DEFAULTS.top_p, step=0.1, label="Top P"),
+            top_p=gr.Slider(
+                0.0,
+                1.0,
+                value=lambda: model_sampling(client, selected)[1],
+                step=0.05,
+                label="Top P",
+                elem_id="top-p",
+            ),
             max_tokens=gr.Slider(
                 16,
                 1024,
@@ -287,6 +309,14 @@ def wire_chat_events(
     # the page load or the model-list refresh sets the dropdown, which would wipe a chat that
     # is already under way.
     tab.model.input(actions.clear_history, None, reset_outputs, api_visibility="private")
+    # Another model (picked, or set by the page load's ?model=): its own sampling defaults.
+    tab.model.change(
+        lambda name: list(model_sampling(actions.client, name)),
+        [tab.model],
+        [sliders.temperature, sliders.top_p],
+        api_visibility="private",
+        show_progress="hidden",
+    )
 
 
 def build_chat_tab(
@@ -303,7 +333,7 @@ def build_chat_tab(
     model = build_model_picker(models, selected)
     chatbot, textbox, send = build_conversation()
     buttons = build_action_buttons()
-    sliders = build_sliders()
+    sliders = build_sliders(client, selected)
     gr.Markdown(LICENSE)
     tab = ChatTab(model=model, state=state, chatbot=chatbot, textbox=textbox)
     wire_chat_events(ChatActions(client, chat_log, moderator), tab, send, buttons, sliders)

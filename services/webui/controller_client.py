@@ -117,6 +117,24 @@ class ControllerClient(HTTPClient):
         """The worker the controller picks for ``model``; "" when none serves it."""
         return self._controller_post("/get_worker_address", {"model": model}).get("address", "")
 
+    def sampling_defaults(self, model: str) -> dict[str, Any]:
+        """The model's own sampling defaults (its generation_config.json, as its worker's
+        ``/model_details`` says); empty when no worker answers or the model has none."""
+        if not model:
+            return {}
+        try:
+            worker = self.worker_address(model)
+            if not worker:
+                return {}
+            response = self._http.post(
+                f"{worker}/model_details", json={"model": model}, timeout=self.controller_timeout
+            )
+            found = response.json().get("sampling_defaults") if response.status_code == 200 else {}
+        except (ServiceError, httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.warning("event=sampling_defaults_failed model=%s error=%r", model, exc)
+            return {}
+        return found if isinstance(found, dict) else {}
+
     def conversation_template(self, worker: str, model: str) -> Conversation:
         """A fresh copy of the worker's conversation template, fetched once per (worker, model)."""
         key = (worker, model)
@@ -173,7 +191,7 @@ class ControllerClient(HTTPClient):
             "temperature": temperature,
             "top_p": top_p,
             "max_new_tokens": max_new_tokens,
-            "repetition_penalty": 1.0,
+            # No repetition_penalty / top_k: the worker applies the model's own defaults.
             "stop": conv.stop_str,
             "stop_token_ids": conv.stop_token_ids,
             "echo": False,

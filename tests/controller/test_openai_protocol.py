@@ -141,7 +141,6 @@ def test_chat_parameters_map_to_the_worker_body() -> None:
         "temperature": 0.2,
         "top_p": 0.9,
         "top_k": 5,
-        "repetition_penalty": 1.0,
         "max_new_tokens": 33,
         "stop": ["###", "END"],
         "echo": False,
@@ -149,11 +148,11 @@ def test_chat_parameters_map_to_the_worker_body() -> None:
     }
 
 
-def test_openai_defaults_are_applied() -> None:
+def test_sampling_fields_left_out_stay_out_for_the_model_defaults() -> None:
+    # The worker fills them in from the model's generation_config.json (else neutral values).
     params = generate_params(chat(), "P", 10)
-    assert params["temperature"] == 1.0
-    assert params["top_p"] == 1.0
-    assert params["top_k"] == -1
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty"):
+        assert name not in params
     assert "stop" not in params
     assert "seed" not in params
 

@@ -32,7 +32,8 @@ def tiny(tiny_model_dir: Path) -> LoadedModel:
     largest of the other ~500 random logits: greedy requests run to max_new_tokens, which keeps
     lengths and the timing of scheduling tests predictable.
     """
-    loaded = load_model(str(tiny_model_dir), device="cpu")
+    # float32, not the CPU's auto choice (bf16 where it is fast): reference comparisons exact.
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     with torch.no_grad():
         loaded.model.lm_head.weight[loaded.tokenizer.eos_token_id].zero_()
     return loaded

@@ -89,6 +89,26 @@ async def test_greedy_output_does_not_depend_on_the_batch(make_engine: Any) -> N
     ] == alone
 
 
+async def test_requests_arriving_together_are_prefilled_together_with_the_same_output(
+    make_engine: Any,
+) -> None:
+    """Prompts of different lengths, submitted at once, share one left-padded prefill pass;
+    each greedy answer equals the one it gets alone; a 1-token request ends at its prefill."""
+    engine = make_engine("batch", max_batch_size=8, prefill_chunk=512)
+    prompts = [*PROMPTS, "Hi", "A much longer prompt " * 5, "x"]
+    alone = [(await engine.generate(params(prompt=p, max_new_tokens=16)))["text"] for p in prompts]
+    passes = []
+    model = engine.loaded.model
+    engine._scheduler._model = lambda **kw: passes.append(kw["input_ids"].shape) or model(**kw)
+    together = await asyncio.gather(
+        *(engine.generate(params(prompt=p, max_new_tokens=16)) for p in prompts),
+        engine.generate(params(prompt="one token", max_new_tokens=1)),
+    )
+    assert [t["text"] for t in together[:-1]] == alone
+    assert together[-1]["usage"]["completion_tokens"] == 1
+    assert any(shape[0] > 1 and shape[1] > 1 for shape in passes), "no batched prefill ran"
+
+
 async def test_seeded_sampling_does_not_depend_on_the_batch(make_engine: Any) -> None:
     engine = make_engine("batch")
     sampled = params(prompt=PROMPTS[0], max_new_tokens=20, temperature=0.9, seed=11)
@@ -160,7 +180,9 @@ async def test_admission_counts_a_request_before_its_stream_is_read(make_engine:
     with pytest.raises(EngineOverloaded):
         engine.open_stream(params())
     await first.aclose()
-    for _ in range(100):
+    # The unread stream is not cancelled (its generator never started): it runs its 50 tokens.
+    # Wait for that generously: a loaded machine takes seconds.
+    for _ in range(1500):
         if engine.in_flight == 0:
             break
         await asyncio.sleep(0.02)

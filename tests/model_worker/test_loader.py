@@ -62,3 +62,27 @@ def test_context_length_from_config() -> None:
 
     assert context_length(Config()) == 4096
     assert context_length(object()) == 2048
+
+
+def test_auto_dtype_on_cpu_is_bfloat16_only_where_the_cpu_has_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.model_worker import loader
+
+    assert loader.cpu_has_fast_bf16({"avx512f", "avx512_bf16"})
+    assert loader.cpu_has_fast_bf16({"amx_tile", "amx_bf16"})
+    assert not loader.cpu_has_fast_bf16({"avx2", "avx512f"})
+    monkeypatch.setattr(loader, "cpu_flags", lambda: {"avx2"})
+    assert loader.resolve_dtype("auto", "cpu") == torch.float32
+    monkeypatch.setattr(loader, "cpu_flags", lambda: {"avx512_bf16"})
+    assert loader.resolve_dtype("auto", "cpu") == torch.bfloat16
+    assert loader.resolve_dtype("float32", "cpu") == torch.float32
+
+
+def test_cpu_flags_read_from_cpuinfo(tmp_path: Path) -> None:
+    from services.model_worker.loader import cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512_bf16 sse\n")
+    assert cpu_flags(info) == {"fpu", "avx512_bf16", "sse"}
+    assert cpu_flags(tmp_path / "absent") == set()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
 import pytest
 from transformers import AutoTokenizer
 
+from services.model_worker.loader import cpu_has_fast_bf16
 from shared.conversation import Conversation
 from shared.worker_protocol import iter_chunks
 
@@ -24,7 +26,20 @@ def test_status_details_and_token_count(worker_url: str, tiny_model_dir: Path) -
         "speed": 1.0,
         "queue_length": 0,
     }
-    assert post(f"{worker_url}/model_details").json() == {"context_length": 256}
+    details = post(f"{worker_url}/model_details").json()
+    # The dtype chosen at start-up: WORKER_DTYPE (conftest: float32), or auto resolved by the
+    # CPU's instruction set.
+    configured = os.environ.get("WORKER_DTYPE", "auto")
+    expected = (
+        configured if configured != "auto" else "bfloat16" if cpu_has_fast_bf16() else "float32"
+    )
+    assert details == {
+        "context_length": 256,
+        "device": "cpu",
+        "dtype": expected,
+        "engine": "batch",
+        "sampling_defaults": {},
+    }
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     count = post(f"{worker_url}/count_token", {"prompt": "What is the capital of France?"}).json()
     assert count == {

@@ -175,3 +175,28 @@ def test_silent_worker_times_out(stack: Stack, client: ControllerClient, mute_se
         f"The worker at {mute_server} serving 'hung' stayed silent for more than 1 s. Try again."
     )
     assert state.conversation is not None and state.conversation.num_rounds() == 0
+
+
+def test_sampling_defaults_come_from_the_models_worker(
+    stack: Stack, client: ControllerClient
+) -> None:
+    # The tiny model's generation_config.json has no sampling values; nobody serves the other.
+    assert client.sampling_defaults(stack.model) == {}
+    assert client.sampling_defaults("no-such-model") == {}
+    assert client.sampling_defaults("") == {}
+
+
+def test_sliders_start_at_the_models_defaults() -> None:
+    from services.webui.chat_page import DEFAULTS, model_sampling
+
+    class Client:
+        def __init__(self, found: dict) -> None:
+            self.found = found
+
+        def sampling_defaults(self, model: str) -> dict:
+            return self.found
+
+    smollm2 = Client({"temperature": 0.2, "top_p": 0.9, "top_k": 50})
+    assert model_sampling(smollm2, "m") == (0.2, 0.9)  # type: ignore[arg-type]
+    assert model_sampling(Client({}), "m") == (DEFAULTS.temperature, DEFAULTS.top_p)  # type: ignore[arg-type]
+    assert model_sampling(Client({"temperature": 1.5}), "m")[0] == 1.0  # type: ignore[arg-type]
