@@ -25,6 +25,8 @@ help:
 	@echo "make lint          ruff"
 	@echo "make bench-ingest  dataset ingestion benchmark (100k synthetic conversations)"
 	@echo "make bench-serve   batching worker vs one-at-a-time baseline, 1/4/16/64 clients"
+	@echo "make bench-ingest-peers  FastChat's ShareGPT clean+split vs our ingestor, same file"
+	@echo "make gpu-check     decode, training MFU and QLoRA memory on the GPU vs the goals"
 
 $(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	$(PYTHON) -m venv $(VENV)
@@ -100,6 +102,19 @@ bench-train: $(STAMP) default-model
 
 bench-serve: $(STAMP) default-model
 	$(PY) benchmarks/bench_serve.py
+
+# FastChat 0.2.36's clean_sharegpt + split_long_conversation against our ingestor on one generated
+# ShareGPT HTML file (FastChat in its own venv under ~/.cache/camel-chat/peers/fastchat).
+# BENCH_INGEST_RECORDS sets the size (default 20,000 records, about 170 MB).
+.PHONY: bench-ingest-peers gpu-check
+BENCH_INGEST_RECORDS ?= 20000
+bench-ingest-peers: $(STAMP) default-model
+	$(PY) benchmarks/bench_ingest_peers.py --records $(BENCH_INGEST_RECORDS) --flat
+
+# Decode tok/s, training MFU and QLoRA memory on the NVIDIA GPU this machine has, vs the goals
+# (GPU_CHECK_ARGS=--dry-run: the same code at tiny sizes on the CPU).
+gpu-check: $(STAMP) default-model
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
