@@ -224,9 +224,10 @@ def write_file(path: Path, count: int, seed: int = 0) -> int:
 
 def tree_rss(proc: psutil.Process) -> int:
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
+    with contextlib.suppress(psutil.Error):  # the tree changes while it is read
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
     return total
 
 
