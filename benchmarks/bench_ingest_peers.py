@@ -313,6 +313,7 @@ def run_fastchat(data: Path, work: Path, tokenizer: str, max_length: int) -> dic
 
 def run_ours(data: Path, work: Path, tokenizer: str, max_length: int) -> dict:
     out = work / "ours"
+    work.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "services.ingestor", "run", "--sources", str(data)]
     cmd += ["--work-dir", str(out), "--keep-lang", "all", "--tokenizer-path", tokenizer]
     cmd += ["--max-length", str(max_length)]
