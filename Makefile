@@ -27,6 +27,9 @@ help:
 	@echo "make bench-serve   batching worker vs one-at-a-time baseline, 1/4/16/64 clients"
 	@echo "make bench-serve-peers  ours vs FastChat 0.2.36 and vLLM CPU (venvs in PEERS_DIR)"
 
+	@echo "make bench-ingest-peers  FastChat's ShareGPT clean+split vs our ingestor, same file"
+	@echo "make gpu-check     decode, training MFU and QLoRA memory on the GPU vs the goals"
+
 $(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -140,6 +143,19 @@ bench-serve-peers: $(STAMP) default-model
 	flock $(PEERS_DIR)/vllm.lock benchmarks/peers/install_vllm.sh
 	flock $(PEERS_DIR)/fastchat.lock benchmarks/peers/install_fastchat.sh
 	$(PY) benchmarks/bench_serve_peers.py
+
+# FastChat 0.2.36's clean_sharegpt + split_long_conversation against our ingestor on one generated
+# ShareGPT HTML file (FastChat in its own venv under ~/.cache/camel-chat/peers/fastchat).
+# BENCH_INGEST_RECORDS sets the size (default 20,000 records, about 170 MB).
+.PHONY: bench-ingest-peers gpu-check
+BENCH_INGEST_RECORDS ?= 20000
+bench-ingest-peers: $(STAMP) default-model
+	$(PY) benchmarks/bench_ingest_peers.py --records $(BENCH_INGEST_RECORDS) --flat
+
+# Decode tok/s, training MFU and QLoRA memory on the NVIDIA GPU this machine has, vs the goals
+# (GPU_CHECK_ARGS=--dry-run: the same code at tiny sizes on the CPU).
+gpu-check: $(STAMP) default-model
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, set_seed
 
-from services.trainer import checkpoints
+from services.trainer import checkpoints, varlen_attention
 from services.trainer.callbacks import (
     CancelOnRequest,
     CheckpointOnSchedule,
@@ -294,6 +294,10 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return "out of memory" in str(exc) or "can't allocate memory" in str(exc)
 
 
+# Attention that reads sample boundaries from position_ids: a batch becomes one packed row.
+FLATTENING_ATTENTION = ("flash_attention_2", varlen_attention.NAME)
+
+
 def _datasets(
     data: PreparedData, padding: str, max_length: int, tokenizer: Any, attention: str
 ) -> tuple[Any, Any, Any]:
@@ -301,7 +305,7 @@ def _datasets(
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     if padding == "pack":
-        collator: Any = PackedCollator(pad_id, flatten=attention == "flash_attention_2")
+        collator: Any = PackedCollator(pad_id, flatten=attention in FLATTENING_ATTENTION)
         train = PackedRows(data.train, max_length)
         evaluation = PackedRows(data.eval, max_length) if data.eval else None
         return train, evaluation, collator

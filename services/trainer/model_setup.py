@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 
+from services.trainer import varlen_attention
 from services.trainer.errors import TrainingError
 from shared.training import Hyperparameters, Method
 
@@ -53,10 +54,11 @@ def resolve_precision(requested: str = "auto") -> Precision:
 
 
 def attention_implementation() -> str:
-    """flash_attention_2 when installed with a GPU (packing then flattens batches), else SDPA."""
+    """flash_attention_2 when installed with a GPU (packing then flattens batches), else
+    ``sdpa_varlen``: SDPA run per packed sample (``varlen_attention``), plain SDPA otherwise."""
     if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
-    return "sdpa"
+    return varlen_attention.register()
 
 
 def check_model_folder(model: str) -> None:

@@ -108,8 +108,16 @@ def test_parser_error(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ParserRejectedMarkup("bad markup")
 
     monkeypatch.setattr(sharegpt.markdownify, "markdownify", reject)
+    monkeypatch.setattr(sharegpt, "markdownify_fast", reject)
     with pytest.raises(RecordProblem) as info:
         clean_sharegpt(sample(("human", "q"), ("gpt", "<p>a</p>")), "x")
+    assert info.value.reason == "parser_error"
+
+
+def test_markup_the_parser_rejects_is_a_parser_error() -> None:
+    """html.parser's own assertion, through the fast path's fallback to markdownify."""
+    with pytest.raises(RecordProblem) as info:
+        clean_sharegpt(sample(("human", "q"), ("gpt", "<p>a</p><![x]")), "x")
     assert info.value.reason == "parser_error"
 
 

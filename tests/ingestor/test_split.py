@@ -9,7 +9,7 @@ import pytest
 
 from services.ingestor.formats.records import roles_alternate
 from services.ingestor.rules.splitting import TURN_ALLOWANCE, split_conversation, turn_costs
-from services.ingestor.rules.tokens import TurnTokenCounter
+from services.ingestor.rules.tokens import TurnTokenCounter, plain_tokenizer_file
 from services.ingestor.stages.split import SampleStore, split_file
 from tests.ingestor.builders import conversation_record
 
@@ -125,3 +125,35 @@ def test_split_file_uses_real_token_counts_at_the_budget_edge(
 
     assert [s["id"] for s in run(sum(costs))] == ["r_0"]
     assert [s["id"] for s in run(sum(costs) - 1)] == ["r_0", "r_2"]
+
+
+TOKEN_PROBES = [
+    "Hello!",
+    "",
+    "  leading and trailing spaces  ",
+    "```python\ndef f(x_1):\n    return x_1 * 2\n```\n\n1. **bold** item\n* bullet",
+    "Ünïcödé — 中文 العربية 🙂 <|im_start|> <|endoftext|>",
+    "tabs\tand\r\nwindows newlines\n\n\n",
+]
+
+
+@pytest.mark.parametrize("model", ["tiny_model_dir", "default_model_dir"])
+def test_plain_tokenizer_file_counts_what_transformers_counts(
+    model: str, request: pytest.FixtureRequest
+) -> None:
+    """tokenizers alone (no transformers, no torch) where the folder allows it: same counts."""
+    folder = request.getfixturevalue(model)
+    plain = TurnTokenCounter(folder)
+    full = TurnTokenCounter(folder, plain=False)
+    assert plain.count(TOKEN_PROBES) == full.count(TOKEN_PROBES)
+    assert plain.name == full.name == str(folder)
+
+
+def test_a_config_with_its_own_bos_rule_goes_through_transformers(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "tokenizer_config.json").write_text('{"add_bos_token": true}')
+    assert plain_tokenizer_file(tmp_path) is None
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer"}')
+    assert plain_tokenizer_file(tmp_path) is None
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "TokenizersBackend"}')
+    assert plain_tokenizer_file(tmp_path) == tmp_path / "tokenizer.json"

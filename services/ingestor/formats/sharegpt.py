@@ -12,6 +12,7 @@ from typing import Any
 import markdownify
 from bs4.exceptions import ParserRejectedMarkup
 
+from services.ingestor.formats.fast_markdown import Unsupported, markdownify_fast
 from services.ingestor.formats.records import (
     HUMAN,
     ROLES,
@@ -36,7 +37,10 @@ def html_to_markdown(value: str) -> str:
     """Rewrite one turn; may raise ParserRejectedMarkup/AssertionError from the HTML parser."""
     value = _DIV_OPEN.sub("", value)  # lets code-block indentation survive
     value = _SPAN_OPEN.sub("", value)  # lets underscores in code survive
-    value = markdownify.markdownify(value).strip()
+    try:
+        value = markdownify_fast(value).strip()
+    except (Unsupported, ParserRejectedMarkup):  # markdownify itself, which raises the
+        value = markdownify.markdownify(value).strip()  # parser's errors where there are any
     value = _CODE_WITH_LABEL.sub(r"```\g<1>\n\g<2>\n```", value)
     counter = _REGENERATE_COUNTER.match(value)
     if counter:
