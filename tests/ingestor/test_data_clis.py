@@ -26,7 +26,7 @@ from tests.support import REPO_ROOT
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
-def serial_map(func, items):  # noqa: ANN001, ANN201 - the pipeline's in-process map
+def serial_map(func, items):  # the pipeline's in-process map
     return map(func, items)
 
 
@@ -134,7 +134,9 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing_behind(tmp_path: Path) ->
     missing = run_cli("clean_sharegpt", "--in-file", str(tmp_path / "nope.json"))
     assert missing.returncode == 2 and "--in-file" in missing.stderr
     assert "nope.json does not exist" in missing.stderr
-    past = run_cli("clean_sharegpt", "--in-file", str(dump), "--out-file", str(out), "--begin", "50")
+    past = run_cli(
+        "clean_sharegpt", "--in-file", str(dump), "--out-file", str(out), "--begin", "50"
+    )
     assert past.returncode == 2
     assert "--begin 50 is past the end" in past.stderr and "(10 records)" in past.stderr
     wrong_type = run_cli("split_long_conversation", "--in-file", str(dump), "--max-length", "2k")
