@@ -25,6 +25,7 @@ help:
 	@echo "make lint          ruff"
 	@echo "make bench-ingest  dataset ingestion benchmark (100k synthetic conversations)"
 	@echo "make bench-serve   batching worker vs one-at-a-time baseline, 1/4/16/64 clients"
+	@echo "make bench-prepare training-data memory, eager vs lazy tokenization (100k, 388k)"
 
 $(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	$(PYTHON) -m venv $(VENV)
@@ -100,6 +101,12 @@ bench-train: $(STAMP) default-model
 
 bench-serve: $(STAMP) default-model
 	$(PY) benchmarks/bench_serve.py
+
+# Peak RSS of training-data preparation, eager vs lazy tokenization, at 100k and 388k
+# conversations (the original's CAMEL mixture); each run in a fresh process.
+.PHONY: bench-prepare
+bench-prepare: $(STAMP) default-model
+	$(PY) benchmarks/bench_prepare.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
-        + "\n".join(f"  {name:<10}{module.HELP}" for name, module in COMMANDS.items())
+        + "\n".join(f"  {name:<25}{module.HELP}" for name, module in COMMANDS.items())
         + "\n\n`COMMAND --help` lists a command's flags.",
     )
     parser.add_argument("command", choices=COMMANDS, metavar="COMMAND", help="one of the below")
