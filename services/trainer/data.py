@@ -226,21 +226,21 @@ def _measure(
 ) -> tuple[array, array]:
     """Token length and trained tokens of every record (0 when it cannot be masked, or is not
     ``wanted``); lost ones are counted in ``data``. One streaming pass, nothing kept."""
-    lengths, trained = array("I"), array("I")
-    index = 0
+    lengths = array("I", bytes(4 * len(records)))
+    trained = array("I", bytes(4 * len(records)))
+    begin = 0
     for chunk in records.records(_CHUNK):
-        for sample_id, result in mask_outcomes(chunk, *masking):
-            if wanted is not None and index not in wanted:
-                lengths.append(0)
-                trained.append(0)
-            elif isinstance(result, UnmaskableSample):
+        positions = [begin + k for k in range(len(chunk)) if wanted is None or begin + k in wanted]
+        selected = [chunk[i - begin] for i in positions]
+        for index, (sample_id, result) in zip(
+            positions, mask_outcomes(selected, *masking), strict=True
+        ):
+            if isinstance(result, UnmaskableSample):
                 _count(data.lost, data.lost_examples, result, sample_id)
-                lengths.append(0)
-                trained.append(0)
             else:
-                lengths.append(len(result.input_ids))
-                trained.append(result.num_trained)
-            index += 1
+                lengths[index] = len(result.input_ids)
+                trained[index] = result.num_trained
+        begin += len(chunk)
     return lengths, trained
 
 

@@ -210,7 +210,7 @@ def test_lazy_tokenization_gives_the_eager_samples(
 
     def prepare(lazy: bool, **caps: int) -> PreparedData:
         options = DataOptions(lazy=lazy, scratch_dir=tmp_path, **caps)
-        return prepare_data(data, None, 0.1, 3, template, tokenizer, 64, options=options)
+        return prepare_data(data, None, 0.1, 3, template, tokenizer, 128, options=options)
 
     for caps in ({}, {"max_samples": 50, "max_eval_samples": 2}):
         eager, lazy = prepare(False, **caps), prepare(True, **caps)
@@ -219,8 +219,8 @@ def test_lazy_tokenization_gives_the_eager_samples(
         assert (lazy.total_samples, lazy.lost, lazy.trained_tokens) == (
             eager.total_samples, eager.lost, eager.trained_tokens,
         )  # fmt: skip
-        packed_eager = PackedRows(eager.train, 64)
-        packed_lazy = PackedRows(lazy.train, 64, lazy.train_lengths)
+        packed_eager = PackedRows(eager.train, 128)
+        packed_lazy = PackedRows(lazy.train, 128, lazy.train_lengths)
         assert packed_lazy.rows == packed_eager.rows
         assert [packed_lazy[i] for i in range(len(packed_lazy))] == [
             packed_eager[i] for i in range(len(packed_eager))
