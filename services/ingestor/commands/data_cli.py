@@ -77,11 +77,11 @@ class SlicedRecords:
 
     def units(self) -> Iterator[RawUnit]:
         for unit in read_units(self.path):
+            if self.end is not None and self.seen >= self.end:
+                return
             if unit.error:
                 where = f" ({unit.detail})" if unit.detail else ""
                 raise DataInputError(f"--in-file {self.path}: {unit.error}{where}")
-            if self.end is not None and self.seen >= self.end:
-                return
             self.seen += 1
             if self.seen > self.begin:
                 yield unit
