@@ -26,9 +26,9 @@ help:
 	@echo "make bench-ingest  dataset ingestion benchmark (100k synthetic conversations)"
 	@echo "make bench-serve   batching worker vs one-at-a-time baseline, 1/4/16/64 clients"
 	@echo "make bench-serve-peers  ours vs FastChat 0.2.36 and vLLM CPU (venvs in PEERS_DIR)"
-
 	@echo "make bench-ingest-peers  FastChat's ShareGPT clean+split vs our ingestor, same file"
 	@echo "make gpu-check     decode, training MFU and QLoRA memory on the GPU vs the goals"
+	@echo "make bench-prepare training-data memory, eager vs lazy tokenization (100k, 388k)"
 
 $(STAMP): pyproject.toml $(LOCK) requirements/text-generation-client.txt
 	$(PYTHON) -m venv $(VENV)
@@ -156,6 +156,12 @@ bench-ingest-peers: $(STAMP) default-model
 # (GPU_CHECK_ARGS=--dry-run: the same code at tiny sizes on the CPU).
 gpu-check: $(STAMP) default-model
 	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# Peak RSS of training-data preparation, eager vs lazy tokenization, at 100k and 388k
+# conversations (the original's CAMEL mixture); each run in a fresh process.
+.PHONY: bench-prepare
+bench-prepare: $(STAMP) default-model
+	$(PY) benchmarks/bench_prepare.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -54,6 +54,15 @@ class Hyperparameters(BaseModel):
     bits: Literal[4, 8] = 4
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
+    # The original's --lazy_preprocess: each conversation is tokenized when training reads it
+    # (only its length is kept up front), so data memory does not grow with the dataset.
+    lazy_preprocess: bool = False
+    # The original QLoRA script's caps: the seeded permutation is cut to max_samples before the
+    # train/eval split, the evaluation set to max_eval_samples after it.
+    max_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+    # --max_memory_MB: the most memory the base model may take on each device when it is loaded.
+    max_memory_mb: int | None = Field(None, ge=1)
 
     def resolved(self, method: Method) -> Hyperparameters:
         """Fill the fields left to the method's defaults."""

@@ -6,13 +6,15 @@
 # Placeholders: set MODEL_PATH (a Hugging Face LLaMA folder) and DATA_PATH (a conversation-format
 # .json/.jsonl, e.g. the ingestor's dataset.jsonl) in the environment, or edit the defaults at the
 # top of each script. OUTPUT_DIR is the job folder: rerunning with the same one resumes from its
-# newest complete checkpoint. Extra arguments are passed to services.trainer.train (any
-# hyperparameter flag, e.g. --learning-rate 1e-5 --max-steps 100).
+# newest complete checkpoint. Extra arguments are appended to the trainer's command line: the
+# original's flags (any TrainingArguments flag, e.g. --learning_rate 1e-5 --max_steps 100) for the
+# train_mem/train_qlora scripts, services.trainer.train's flags for the DeepSpeed one.
 
 # Run from the repository root: under sbatch the script itself is a copy in Slurm's spool folder.
 cd "${SLURM_SUBMIT_DIR:-$(dirname "${BASH_SOURCE[0]}")/../..}"
 PYTHON=${PYTHON:-python}
 ACCELERATE=${ACCELERATE:-accelerate}
+TORCHRUN=${TORCHRUN:-torchrun}
 CONFIGS=scripts/train/configs
 
 require_filled() {

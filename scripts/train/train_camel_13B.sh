@@ -16,10 +16,33 @@ set -euo pipefail
 MODEL_PATH=${MODEL_PATH:-<path_to_hf_llama_model>}
 DATA_PATH=${DATA_PATH:-<path_to_dataset.json_file>}
 OUTPUT_DIR=${OUTPUT_DIR:-./output/camel-13b}
-PRESET=camel-13b-full-8gpu
 source "${SLURM_SUBMIT_DIR:-$(dirname "$0")/../..}/scripts/train/common.sh"
 require_filled MODEL_PATH DATA_PATH
 
-"$ACCELERATE" launch --config_file "$CONFIGS/$PRESET.yaml" --main_process_port "$(free_port)" \
-    -m services.trainer.train --preset "$PRESET" \
-    --base-model "$MODEL_PATH" --data-path "$DATA_PATH" --output-dir "$OUTPUT_DIR" "$@"
+"$TORCHRUN" --nproc_per_node=8 --master_port="$(free_port)" \
+    -m services.trainer.train_mem \
+    --model_name_or_path "$MODEL_PATH" \
+    --data_path "$DATA_PATH" \
+    --bf16 True \
+    --output_dir "$OUTPUT_DIR" \
+    --num_train_epochs 3 \
+    --per_device_train_batch_size 4 \
+    --per_device_eval_batch_size 16 \
+    --gradient_accumulation_steps 4 \
+    --evaluation_strategy "steps" \
+    --eval_steps 1500 \
+    --save_strategy "steps" \
+    --save_steps 1500 \
+    --save_total_limit 8 \
+    --learning_rate 2e-5 \
+    --weight_decay 0. \
+    --warmup_ratio 0.04 \
+    --lr_scheduler_type "cosine" \
+    --logging_steps 1 \
+    --fsdp "full_shard auto_wrap" \
+    --fsdp_transformer_layer_cls_to_wrap 'LlamaDecoderLayer' \
+    --tf32 True \
+    --model_max_length 2048 \
+    --gradient_checkpointing True \
+    --lazy_preprocess True \
+    "$@"

@@ -25,12 +25,14 @@ from services.trainer.callbacks import (
     ProgressBar,
     stop_agreed,
 )
-from services.trainer.data import PreparedData, prepare_data
+from services.trainer.data import DataOptions, PreparedData, prepare_data
 from services.trainer.errors import TrainingError
+from services.trainer.lazy import LazySamples
 from services.trainer.loop import CamelTrainer, TrainingOptions, build_training_args
 from services.trainer.model_setup import (
     attention_implementation,
     check_model_folder,
+    load_adapter_weights,
     load_model,
     load_tokenizer,
     resolve_precision,
@@ -173,6 +175,7 @@ class _TrainingRun:
             callbacks=self._callbacks(cancel),
         )
         trainer.remove_callback(PrinterCallback)  # our events replace its printed log dicts
+        trainer.load_weights = self.options.load_weights
         return self._fit(trainer, resume, cancel, data, (tokenizer, template_name))
 
     def _prepare_data(self) -> tuple[Any, str, PreparedData]:
@@ -195,6 +198,12 @@ class _TrainingRun:
             tokenizer,
             self.hp.max_length,
             self.message,
+            DataOptions(
+                lazy=self.hp.lazy_preprocess,
+                max_samples=self.hp.max_samples,
+                max_eval_samples=self.hp.max_eval_samples,
+                scratch_dir=self.output_dir,
+            ),
         )
         return tokenizer, template_name, data
 
@@ -205,6 +214,9 @@ class _TrainingRun:
             model = load_model(request.model, request.method, self.hp, precision, attention)
         except (torch.OutOfMemoryError, MemoryError) as exc:
             raise TrainingError(f"out of memory loading {request.model}. {OOM_HINT}") from exc
+        if self.options.checkpoint_path:
+            path = load_adapter_weights(model, request.method, self.options.checkpoint_path)
+            self.message("info", f"restarting from the adapter weights in {path}")
         self.message(
             "info", f"method {request.method}, {precision} precision, {attention} attention"
         )
@@ -306,8 +318,8 @@ def _datasets(
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     if padding == "pack":
         collator: Any = PackedCollator(pad_id, flatten=attention in FLATTENING_ATTENTION)
-        train = PackedRows(data.train, max_length)
-        evaluation = PackedRows(data.eval, max_length) if data.eval else None
+        train = PackedRows(data.train, max_length, data.train_lengths)
+        evaluation = PackedRows(data.eval, max_length, data.eval_lengths) if data.eval else None
         return train, evaluation, collator
     if padding not in ("longest", "max_length"):
         raise TrainingError(f"unknown padding {padding!r}: pack, longest or max_length")
@@ -317,12 +329,14 @@ def _datasets(
 
 
 def _data_summary(data: PreparedData, train_set: Any, padding: str, max_length: int) -> str:
-    tokens = sum(len(s.input_ids) for s in data.train)
-    trained = sum(s.num_trained for s in data.train)
+    tokens = sum(data.train_lengths)
+    trained = data.trained_tokens
     text = (
         f"{len(data.train)} training and {len(data.eval)} evaluation conversations; "
         f"{tokens} tokens, {trained} of them trained (assistant replies)"
     )
+    if isinstance(data.train, LazySamples):
+        text += "; tokenized lazily, as training reads them"
     if padding == "pack":
         text += f"; packed into {len(train_set)} rows of up to {max_length} tokens"
         text += f" ({train_set.fill:.0%} full)"

@@ -7,7 +7,7 @@ resume with RNG and data position, FSDP/DeepSpeed through accelerate) is the Tra
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +28,36 @@ class TrainingOptions:
     the original's way; the benchmark's baseline).
     ``save_total_limit``: checkpoints kept (None keeps all).
     ``progress``: a tqdm bar on stderr (the CLI).
+    ``checkpoint_path``: adapter weights to start from (the original QLoRA script's flag), loaded
+    into the LoRA model before training.
+    ``load_weights``: False resumes the newest checkpoint's optimizer, scheduler, step and data
+    position without its model weights (the original's ``QLoRA_Trainer`` fix; pair it with
+    ``checkpoint_path``).
+    ``trainer_arguments``: further ``TrainingArguments`` given on the original's command line
+    (``--fsdp``, ``--tf32``, ``--optim`` ...), applied over the ones a request maps to.
     """
 
     precision: str = "auto"
     padding: str | None = None
     save_total_limit: int | None = 3
     progress: bool = False
+    checkpoint_path: str | None = None
+    load_weights: bool = True
+    trainer_arguments: dict[str, Any] = field(default_factory=dict)
 
 
 class CamelTrainer(Trainer):
     """Counts real (non-padding) tokens, which the collator reports as ``real_tokens``.
 
     The count lives in ``state.num_input_tokens_seen``, so it is checkpointed and resumed.
+    With ``load_weights = False`` a resume leaves the model's weights as they were loaded.
     """
+
+    load_weights: bool = True
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        if self.load_weights:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         real_tokens = inputs.pop("real_tokens", None)
@@ -87,7 +104,7 @@ def build_training_args(
     if hp.gradient_checkpointing:
         extra["activation_checkpointing"] = True
         extra["activation_checkpointing_kwargs"] = {"use_reentrant": False}
-    args = TrainingArguments(
+    arguments: dict[str, Any] = dict(
         output_dir=str(checkpoints_dir),
         per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.batch_size,
@@ -121,6 +138,8 @@ def build_training_args(
         ddp_find_unused_parameters=False if request.method != "full" else None,
         **extra,
     )
+    arguments.update(options.trainer_arguments)
+    args = TrainingArguments(**arguments)
     if "deepspeed" in extra and not torch.cuda.is_available():
         _join_deepspeed_group()
     return args

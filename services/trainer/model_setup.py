@@ -107,6 +107,39 @@ def _device_map(method: Method) -> dict[str, Any] | None:
     return {"": "cpu"}
 
 
+def _placement(method: Method, max_memory_mb: int | None) -> dict[str, Any]:
+    """``device_map`` (and ``max_memory``) for ``from_pretrained``.
+
+    With ``max_memory_mb`` (the original's ``--max_memory_MB``) accelerate places the weights
+    within that budget per device, as the original did: every visible GPU in one process, the
+    process's own GPU under a launcher, the CPU without GPUs. A model that does not fit fails.
+    """
+    if max_memory_mb is None:
+        return {"device_map": _device_map(method)}
+    budget = f"{max_memory_mb}MB"
+    if not torch.cuda.is_available():
+        return {"device_map": "auto", "max_memory": {"cpu": budget}}
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        rank = state.local_process_index
+        return {"device_map": {"": rank}, "max_memory": {rank: budget}}
+    return {
+        "device_map": "auto",
+        "max_memory": dict.fromkeys(range(torch.cuda.device_count()), budget),
+    }
+
+
+def _check_fits(base: Any, model: str, max_memory_mb: int | None) -> None:
+    """Weights accelerate could not place within the budget were sent to disk or left on meta."""
+    placed = set((getattr(base, "hf_device_map", None) or {}).values())
+    if max_memory_mb is not None and placed & {"disk", "meta"}:
+        raise TrainingError(
+            f"{model} does not fit in max_memory_MB={max_memory_mb} per device; raise it"
+        )
+
+
 def load_model(
     model: str, method: Method, hp: Hyperparameters, precision: Precision, attention: str
 ) -> Any:
@@ -115,7 +148,10 @@ def load_model(
 
     check_model_folder(model)
     compute_dtype = _DTYPES[precision]
-    kwargs: dict[str, Any] = {"attn_implementation": attention, "device_map": _device_map(method)}
+    kwargs: dict[str, Any] = {
+        "attn_implementation": attention,
+        **_placement(method, hp.max_memory_mb),
+    }
     if method == "full":
         kwargs["dtype"] = torch.float32  # fp32 master weights; autocast does the 16-bit math
     elif method == "lora":
@@ -136,7 +172,12 @@ def load_model(
     except (torch.OutOfMemoryError, MemoryError):
         raise
     except Exception as exc:  # corrupt weights, unknown architecture, missing kernels ...
+        if hp.max_memory_mb is not None and "offload" in str(exc):
+            raise TrainingError(
+                f"{model} does not fit in max_memory_MB={hp.max_memory_mb} per device; raise it"
+            ) from exc
         raise TrainingError(f"cannot load base model {model}: {exc}") from exc
+    _check_fits(base, model, hp.max_memory_mb)
     base.config.use_cache = False  # no KV cache in training; it would also disable packing masks
     if method == "full":
         return base
@@ -179,3 +220,32 @@ def _keep_4bit_weights_trainable(model: Any) -> None:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+
+
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "pytorch_model.bin")
+
+
+def load_adapter_weights(model: Any, method: Method, checkpoint_path: str) -> Path:
+    """Load LoRA weights from a checkpoint folder into ``model`` (the original QLoRA script's
+    ``--checkpoint_path``); the file loaded, or ``TrainingError`` naming the folder."""
+    if method == "full":
+        raise TrainingError("checkpoint_path holds adapter weights: only for lora or qlora")
+    folder = Path(checkpoint_path).expanduser()
+    for name in ADAPTER_WEIGHT_FILES:
+        path = folder / name
+        if path.is_file():
+            break
+    else:
+        raise TrainingError(f"checkpoint_path {checkpoint_path}: no adapter weights there")
+    from peft import set_peft_model_state_dict
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        weights = load_file(str(path))
+    else:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    result = set_peft_model_state_dict(model, weights)
+    if not any("lora_" in key for key in weights) or getattr(result, "unexpected_keys", None):
+        raise TrainingError(f"checkpoint_path {checkpoint_path}: not this model's LoRA weights")
+    return path

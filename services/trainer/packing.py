@@ -53,10 +53,17 @@ def pack_best_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 class PackedRows(Dataset):
     """Rows of packed samples: concatenated ids and labels, positions restarting per sample."""
 
-    def __init__(self, samples: Sequence[MaskedSample], capacity: int) -> None:
+    def __init__(
+        self,
+        samples: Sequence[MaskedSample],
+        capacity: int,
+        lengths: Sequence[int] | None = None,
+    ) -> None:
+        """``lengths``: each sample's token count, when reading the samples would cost (lazy)."""
         self.samples = samples
         self.capacity = capacity
-        self.rows = pack_best_fit([len(s.input_ids) for s in samples], capacity)
+        self.lengths = lengths if lengths is not None else [len(s.input_ids) for s in samples]
+        self.rows = pack_best_fit(self.lengths, capacity)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -76,7 +83,7 @@ class PackedRows(Dataset):
     @property
     def fill(self) -> float:
         """Share of the rows' capacity holding real tokens."""
-        tokens = sum(len(s.input_ids) for s in self.samples)
+        tokens = sum(self.lengths)
         return tokens / max(1, len(self.rows) * self.capacity)
 
 

@@ -193,7 +193,7 @@ def _event_printer(events_path: Path | None) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from services.trainer.job import TrainingError, TrainingOptions, run_training
+    from services.trainer.job import TrainingOptions
 
     if args.list_presets:
         from services.trainer.presets import main as list_presets
@@ -201,18 +201,28 @@ def main(argv: list[str] | None = None) -> int:
         list_presets([])
         return 0
     request, save_total_limit = _request_from(parser, args)
-    stop_requested = _stop_on_signals()
     options = TrainingOptions(
         precision=args.precision,
         padding=args.padding,
         save_total_limit=save_total_limit,
         progress=not args.no_progress,
     )
+    return run_request(request, args.output_dir, options, args.events_file)
+
+
+def run_request(
+    request: FineTuneRequest, output_dir: Path, options: Any, events_file: Path | None
+) -> int:
+    """Run one job in this process (as a queued job runs), printing its events; the exit status.
+    Shared with the original's command lines (``train_mem``, ``train_qlora``)."""
+    from services.trainer.job import TrainingError, run_training
+
+    stop_requested = _stop_on_signals()
     try:
         result = run_training(
             request,
-            args.output_dir,
-            on_event=_event_printer(args.events_file),
+            output_dir,
+            on_event=_event_printer(events_file),
             should_stop=lambda: bool(stop_requested),
             options=options,
         )

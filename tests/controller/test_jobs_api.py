@@ -267,3 +267,19 @@ def test_models_are_folders_names_under_models_dir_or_hub_ids(
     assert create(api, body(model="tiny"))["model"] == str(published.resolve())
     hub = create(api, body(model="HuggingFaceTB/SmolLM2-135M-Instruct"))
     assert hub["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_lazy_tokenization_and_the_original_qlora_caps_are_job_fields(
+    api: str, body: Callable[..., dict]
+) -> None:
+    hyperparameters = {
+        "max_length": 128, "lazy_preprocess": True, "max_samples": 1000,
+        "max_eval_samples": 10, "max_memory_mb": 80000,
+    }  # fmt: skip
+    job = create(api, body(method="qlora", hyperparameters=hyperparameters))
+    assert {k: job["hyperparameters"][k] for k in hyperparameters} == hyperparameters
+    refused = httpx.post(
+        f"{api}/v1/fine_tuning/jobs", json=body(hyperparameters={"lazy_preprocess": "maybe"})
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "hyperparameters.lazy_preprocess"

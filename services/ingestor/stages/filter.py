@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from services.ingestor.files.quarantine import RejectedLog
-from services.ingestor.files.readers import read_units
+from services.ingestor.files.readers import RawUnit, read_units
 from services.ingestor.files.writers import jsonl_line
 from services.ingestor.formats.records import derived_uuid4, normalized, structure_problem
 from services.ingestor.rules.language import (
@@ -43,9 +43,9 @@ def detect_sample(sample: str | None) -> str | None:
     return None if sample is None else detect_language(sample)
 
 
-def _candidates(conv_file: Path, policy: LanguagePolicy) -> Iterator[Candidate]:
-    for index, unit in enumerate(read_units(conv_file)):
-        fallback_id = derived_uuid4(0, conv_file.name, index)
+def _candidates(units: Iterator[RawUnit], name: str, policy: LanguagePolicy) -> Iterator[Candidate]:
+    for index, unit in enumerate(units):
+        fallback_id = derived_uuid4(0, name, index)
         if unit.error:
             yield Candidate(None, unit.file, unit.error, unit.detail)
             continue
@@ -59,6 +59,31 @@ def _candidates(conv_file: Path, policy: LanguagePolicy) -> Iterator[Candidate]:
             yield Candidate(unit.record, unit.file, fallback_id=fallback_id)
 
 
+def filter_units(
+    units: Iterator[RawUnit],
+    name: str,
+    policy: LanguagePolicy,
+    map_fn: OrderedMap,
+    tally: Tally,
+) -> Iterator[dict[str, Any]]:
+    """The kept conversations of a stream of raw units, normalized, in input order; every unit
+    is counted in ``tally``. Shared by the pipeline and ``python -m
+    services.ingestor.optional_clean``. ``name`` seeds the ids of records without one."""
+    to_detect, candidates = itertools.tee(_candidates(units, name, policy))
+    codes = map_fn(detect_sample, (c.sample for c in to_detect))
+    for candidate, code in zip(candidates, codes, strict=True):
+        reason = candidate.reason
+        if reason is None and code is not None:
+            reason = language_reason(code, policy)
+        if reason is None and policy.reduce_rep and has_repeated_digits(candidate.record):
+            reason = "repeated_digits"
+        if reason is None:
+            tally.keep()
+            yield normalized(candidate.record, candidate.fallback_id)
+        else:
+            tally.drop(reason, candidate.record, candidate.file, candidate.detail)
+
+
 def filter_conv_file(
     name: str,
     conv_file: Path,
@@ -70,18 +95,7 @@ def filter_conv_file(
 ) -> StageCounts:
     """Filter one ``*_conv.json``/``.jsonl`` into ``out_file`` (JSON Lines)."""
     tally = Tally(STAGE, name, rejected, on_progress)
-    to_detect, candidates = itertools.tee(_candidates(conv_file, policy))
-    codes = map_fn(detect_sample, (c.sample for c in to_detect))
     with out_file.open("w", encoding="utf-8") as out:
-        for candidate, code in zip(candidates, codes, strict=True):
-            reason = candidate.reason
-            if reason is None and code is not None:
-                reason = language_reason(code, policy)
-            if reason is None and policy.reduce_rep and has_repeated_digits(candidate.record):
-                reason = "repeated_digits"
-            if reason is None:
-                out.write(jsonl_line(normalized(candidate.record, candidate.fallback_id)))
-                tally.keep()
-            else:
-                tally.drop(reason, candidate.record, candidate.file, candidate.detail)
+        for record in filter_units(read_units(conv_file), conv_file.name, policy, map_fn, tally):
+            out.write(jsonl_line(record))
     return tally.finish()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,9 +72,9 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
-def _batches(path: Path) -> Iterator[list[dict[str, Any]]]:
+def _batches(records: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
-    for record in _read_jsonl(path):
+    for record in records:
         batch.append(record)
         if len(batch) == BATCH_CONVERSATIONS:
             yield batch
@@ -83,16 +83,17 @@ def _batches(path: Path) -> Iterator[list[dict[str, Any]]]:
         yield batch
 
 
-def split_file(
-    filtered: Path,
-    store: SampleStore,
+def split_records(
+    records: Iterable[dict[str, Any]],
     counter: TurnTokenCounter,
     max_length: int,
+    counts: SplitCounts,
     on_progress: Callable[[int], None] | None = None,
-) -> SplitCounts:
-    """Split every conversation of a filtered JSON Lines file into ``store``."""
-    counts = SplitCounts()
-    for batch in _batches(filtered):
+) -> Iterator[tuple[dict[str, Any], int]]:
+    """``(sample, token cost)`` for every sample of a stream of valid conversations, counted in
+    ``counts``; tokens are counted a batch at a time. Shared by the pipeline and ``python -m
+    services.ingestor.split_long_conversation``."""
+    for batch in _batches(records):
         texts = [
             t["value"]
             for record in batch
@@ -111,8 +112,23 @@ def split_file(
                 continue
             counts.conversations.keep()
             for sample, length in zip(result.samples, result.lengths, strict=True):
-                store.add(sample, length)
                 counts.samples += 1
+                yield sample, length
         if on_progress:
             on_progress(counts.conversations.received)
+
+
+def split_file(
+    filtered: Path,
+    store: SampleStore,
+    counter: TurnTokenCounter,
+    max_length: int,
+    on_progress: Callable[[int], None] | None = None,
+) -> SplitCounts:
+    """Split every conversation of a filtered JSON Lines file into ``store``."""
+    counts = SplitCounts()
+    for sample, length in split_records(
+        _read_jsonl(filtered), counter, max_length, counts, on_progress
+    ):
+        store.add(sample, length)
     return counts
