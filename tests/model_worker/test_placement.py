@@ -138,8 +138,9 @@ def test_a_model_split_between_cpu_and_disk_generates_and_embeds_as_a_whole_one(
     options = PlacementOptions(
         device="cpu", max_cpu_memory="300000", offload_folder=str(tmp_path / "offload")
     )
-    split = load_model(str(tiny_model_dir), placement=options)
-    whole = load_model(str(tiny_model_dir), device="cpu")
+    # fp32: the memory cap is sized for it (auto would be bf16 on CPUs with AVX512-BF16).
+    split = load_model(str(tiny_model_dir), dtype="float32", placement=options)
+    whole = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     assert set(split.model.hf_device_map.values()) == {"cpu", "disk"}
     # Safetensors weights offloaded to disk are read from the checkpoint itself, not copied.
     params = GenerateParams(prompt="Hello", max_new_tokens=6, temperature=0)
