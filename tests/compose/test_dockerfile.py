@@ -193,3 +193,18 @@ def test_the_base_image_stand_ins_default_to_official_images_and_run_unprivilege
     dockerfile = DOCKERFILE.read_text()
     assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm$", dockerfile)
     assert "CPU_TORCH_INDEX_URL:+--extra-index-url" in dockerfile
+
+
+def test_every_file_the_services_read_besides_modules_is_package_data() -> None:
+    """The images install the project with pip (no source tree): a template or other data file
+    of a package must be declared, or the container fails where local processes work."""
+    import tomllib
+
+    declared = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
+    for path in [*REPO_ROOT.glob("services/**/*"), *REPO_ROOT.glob("shared/**/*")]:
+        if not path.is_file() or path.suffix in (".py", ".pyc") or path.name == "README.md":
+            continue
+        package = ".".join(path.parent.relative_to(REPO_ROOT).parts)
+        assert path.name in declared.get(package, []), f"{path} is not in package-data"
