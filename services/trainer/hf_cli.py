@@ -236,6 +236,9 @@ def _trainer_arguments(flags: Any, given: set[str]) -> tuple[dict[str, Any], lis
     notes: list[str] = []
     for name in sorted(given & set(defaults) - MAPPED - QLORA_ONLY):
         overrides[name] = getattr(flags, name)
+    if flags.warmup_ratio is None and flags.warmup_steps >= 1:
+        # A step count (the request holds only a ratio): the Trainer takes it as it is.
+        overrides["warmup_steps"] = int(flags.warmup_steps)
     if overrides.get("tf32") and not torch.cuda.is_available():
         overrides.pop("tf32")
         notes.append("--tf32: no CUDA GPU here, so it does not apply")

@@ -227,3 +227,15 @@ def test_lazy_tokenization_gives_the_eager_samples(
         ]
     assert (len(eager.train), len(eager.eval)) == (45, 2)
     assert not list(tmp_path.glob("tmp*"))  # the JSON Lines copy has no name
+
+
+def test_warmup_given_in_steps_reaches_the_trainer_as_steps(tmp_path: Path) -> None:
+    flags = [f for f in seven_b_flags(Path("m"), Path("d.json"), tmp_path)]
+    at = flags.index("--warmup_ratio")
+    del flags[at : at + 2]
+    request, options, *_ = to_job([*flags, "--warmup_steps", "10"], False)
+    assert request.hyperparameters.warmup_ratio == 0.0
+    assert options.trainer_arguments["warmup_steps"] == 10
+    request, options, *_ = to_job([*flags, "--warmup_steps", "0.1"], False)
+    assert request.hyperparameters.warmup_ratio == 0.1
+    assert "warmup_steps" not in options.trainer_arguments
