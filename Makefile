@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install deepspeed-cpu default-model chromium compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve bench-serve-peers
+.PHONY: help install deepspeed-cpu default-model chromium nginx compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve bench-serve-peers
 
 help:
 	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes);"
@@ -105,7 +105,14 @@ chromium:
 	  >/dev/null; } \
 	  || echo "fonts-noto-color-emoji is missing: emoji show as boxes in the screenshots"
 
-test: default-model chromium $(FASTCHAT_STAMP) deepspeed-cpu
+# The gateway's tests run Debian's nginx (make up installs it the same way when it is missing).
+nginx:
+	@{ [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null; } || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null && apt-get update -qq \
+	  && apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; } \
+	  || echo "nginx is missing and cannot be installed here: the gateway tests will be skipped"
+
+test: default-model chromium nginx $(FASTCHAT_STAMP) deepspeed-cpu
 	REDIS_URL="$$($(PY) scripts/ensure_redis.py)" $(PY) -m pytest -q -ra -m "not faults and not containers"
 
 test-fast: $(STAMP) $(FASTCHAT_STAMP)
