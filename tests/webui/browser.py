@@ -11,6 +11,8 @@ import pytest
 from tests.support import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
+# A page action's default wait; a cold Gradio page on a busy 2-core machine gets three of them.
+TIMEOUT_MS = 30_000
 # Kept by CI (gitignored).
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "webui"
 # Headless flags that work on the project's machines (no GPU, no network, no sandbox as root).
@@ -53,3 +55,14 @@ class Shots:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, ARTIFACTS / path.name)
         return path
+
+
+def open_chat(page, url: str, model: str) -> None:  # page: playwright.sync_api.Page
+    """Load the page and wait until the page-load event has picked the model."""
+    page.goto(url)
+    page.locator("#chat-input textarea").wait_for(timeout=3 * TIMEOUT_MS)
+    page.wait_for_function(
+        "(name) => document.querySelector('#model-select input').value === name",
+        arg=model,
+        timeout=3 * TIMEOUT_MS,
+    )

@@ -10,10 +10,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support import ProcessGroup, free_port, own_key_prefix, wait_listed
+from tests.webui.browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, Shots
 from tests.webui.stack import MODEL, Stack
 
 
@@ -58,3 +60,32 @@ def mute_server() -> Iterator[str]:
 def dead_address() -> str:
     """An address where nothing listens: a crashed worker."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium through Playwright, one per browser-test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh page; a failed test leaves its screenshot in test-artifacts/webui/."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.shots = Shots(tmp_path / "screenshots", request.node.name)
+    try:
+        yield page
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            page.shots.take(page, "failed")
+        context.close()

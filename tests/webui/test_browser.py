@@ -27,7 +27,7 @@ from tests.support import (
     wait_until,
     write_conversations,
 )
-from tests.webui.browser import CHROMIUM, CHROMIUM_ARGS, Shots, requires_browser
+from tests.webui.browser import TIMEOUT_MS, open_chat, requires_browser
 from tests.webui.stack import MODEL, start_webui
 
 pytestmark = [pytest.mark.browser, requires_browser]
@@ -35,7 +35,6 @@ pytestmark = [pytest.mark.browser, requires_browser]
 # Registered without a live worker: listed, preselectable, and unreachable.
 LISTED_ONLY = "zz-listed-only"
 HAS_POOL = (REPO_ROOT / "services" / "model_pool" / "__main__.py").exists()
-TIMEOUT_MS = 30_000
 
 
 @dataclass
@@ -92,43 +91,8 @@ def browser_stack(
             yield BrowserStack(controller, webui, root / "conv-logs", data_file, root, group)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
-
-
-@pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.shots = Shots(tmp_path / "screenshots", request.node.name)
-    try:
-        yield page
-    finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            page.shots.take(page, "failed")
-        context.close()
-
-
 def _open(page: Any, url: str, model: str = MODEL) -> None:
-    """Load the page and wait until the page-load event has picked the model."""
-    page.goto(url)
-    # A cold Gradio page on a busy 2-core machine can take a while to build its components.
-    page.locator("#chat-input textarea").wait_for(timeout=3 * TIMEOUT_MS)
-    page.wait_for_function(
-        "(name) => document.querySelector('#model-select input').value === name",
-        arg=model,
-        timeout=3 * TIMEOUT_MS,
-    )
+    open_chat(page, url, model)
 
 
 def _wait_text(page: Any, selector: str, text: str, timeout: float = TIMEOUT_MS) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from services.gateway.config import find_nginx
 from shared.constants import MODERATION_MSG
 from tests.controller.stand_in import StandInWorker, one_snapshot
 from tests.support import ProcessGroup, free_port, own_key_prefix, service_env, wait_until
-from tests.webui.browser import CHROMIUM, CHROMIUM_ARGS, Shots, requires_browser
+from tests.webui.browser import open_chat, requires_browser
 from tests.webui.moderation_server import ModerationServer, moderation_server
 from tests.webui.stack import start_webui
 
@@ -30,7 +29,6 @@ pytestmark = [
 
 MODEL = "markdown-model"
 REPLY = "Here is **bold** text and `code`.\n\n| a | b |\n|---|---|\n| 1 | 2 |"
-TIMEOUT_MS = 30_000
 # Would run scripts, load an image or format text if the page took the user's text as HTML or
 # Markdown.
 HOSTILE = (
@@ -72,41 +70,8 @@ def options_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
             worker.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
-
-
-@pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.shots = Shots(tmp_path / "screenshots", request.node.name)
-    try:
-        yield page
-    finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            page.shots.take(page, "failed")
-        context.close()
-
-
 def _open(page: Any, url: str) -> None:
-    page.goto(url)
-    page.locator("#chat-input textarea").wait_for(timeout=3 * TIMEOUT_MS)
-    page.wait_for_function(
-        "(name) => document.querySelector('#model-select input').value === name",
-        arg=MODEL,
-        timeout=3 * TIMEOUT_MS,
-    )
+    open_chat(page, url, MODEL)
 
 
 def _send(page: Any, text: str) -> None:
