@@ -93,6 +93,7 @@ async def one_client(
     ttft = float("nan")
     tokens = 0
     async with client.stream("POST", f"{url}/worker_generate_stream", json=body) as response:
+        response.raise_for_status()
         async for chunk in aiter_chunks(response.aiter_bytes()):
             if chunk.get("text") and ttft != ttft:
                 ttft = time.monotonic() - started

@@ -34,9 +34,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_serve import QUESTIONS, prompts  # noqa: E402
+from benchmarks.bench_serve import QUESTIONS, one_client, prompts  # noqa: E402
 from shared.settings import default_model_dir  # noqa: E402
-from shared.worker_protocol import aiter_chunks  # noqa: E402
 
 PEERS_DIR = Path(os.environ.get("PEERS_DIR", "/root/.cache/camel-chat/peers"))
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -130,16 +129,7 @@ def openai_client(url: str, model: str, max_tokens: int) -> Client:
 
 def worker_client(url: str, texts: list[str], max_tokens: int) -> Client:
     async def ask(client: httpx.AsyncClient, i: int) -> tuple[float, int]:
-        body = {"prompt": texts[i], "max_new_tokens": max_tokens, "temperature": 0, "echo": False}
-        started, ttft, tokens = time.monotonic(), float("nan"), 0
-        async with client.stream("POST", f"{url}/worker_generate_stream", json=body) as response:
-            response.raise_for_status()
-            async for chunk in aiter_chunks(response.aiter_bytes()):
-                if chunk.get("text") and ttft != ttft:
-                    ttft = time.monotonic() - started
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-        return ttft, tokens
+        return await one_client(client, url, texts[i], max_tokens)
 
     return ask
 
