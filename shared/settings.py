@@ -344,6 +344,11 @@ class WorkerSettings(ModelSettings):
         description="prompt tokens prefilled per scheduler step, so long prompts do not stall "
         "running streams",
     )
+    fast_path: bool = Field(
+        True,
+        description="LLaMA-style models decode through the lean forward with a static KV cache "
+        "(services/model_worker/lean_llama.py); false: transformers' forward for every model",
+    )
     heart_beat_interval: float = Field(
         1.0,
         gt=0,

@@ -103,6 +103,7 @@ def local_engine(
         stream_interval=settings.stream_interval,
         prefill_chunk=settings.prefill_chunk,
         embedding_batch_size=settings.embedding_batch_size,
+        fast_path=settings.fast_path,
     )
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
+from services.model_worker.decode_rows import LeanRows, Prefill, Rows, rows_for
 from services.model_worker.decoding import SequenceDecoder
-from services.model_worker.kv_batch import KVBatch
-from services.model_worker.sampling import Sampler
+from services.model_worker.sampling import Sampler, choose_many
 from shared.constants import ErrorCode
 from shared.schemas import GenerateParams
 
@@ -44,7 +44,6 @@ class Sequence:
     emit: Emit
     cancelled: threading.Event = field(default_factory=threading.Event)
     prefilled: int = 0
-    cache: Any = None
     submitted_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     on_done: Callable[[], None] | None = None
@@ -86,16 +85,16 @@ class BatchScheduler:
         model: Any,
         max_batch_size: int = 32,
         prefill_chunk: int = 512,
+        fast_path: bool = True,
     ) -> None:
-        self._model = model
         self._device = model.device
         self.max_batch_size = max_batch_size
         self.prefill_chunk = prefill_chunk
         self._incoming: collections.deque[Sequence] = collections.deque()
         self._waiting: collections.deque[Sequence] = collections.deque()
-        self._prefilling: Sequence | None = None
+        self._prefilling: tuple[list[Sequence], Prefill] | None = None
         self._rows: list[Sequence] = []
-        self._batch = KVBatch()
+        self._batch: Rows = rows_for(model, fast_path)
         self._wake = threading.Event()
         self._stopping = False
         self._admitted = 0
@@ -144,8 +143,13 @@ class BatchScheduler:
         self._wake.set()
 
     @property
+    def path(self) -> str:
+        """Which forward decodes: ``lean_llama`` (the fast path) or ``transformers``."""
+        return "lean_llama" if isinstance(self._batch, LeanRows) else "transformers"
+
+    @property
     def running(self) -> int:
-        return len(self._rows) + (self._prefilling is not None)
+        return len(self._rows) + (len(self._prefilling[0]) if self._prefilling else 0)
 
     @property
     def waiting(self) -> int:
@@ -168,7 +172,8 @@ class BatchScheduler:
                 if not busy:
                     self._wake.wait(timeout=0.5)
                     self._wake.clear()
-        for seq in [*self._rows, *self._waiting, *self._incoming]:
+        prefilling = self._prefilling[0] if self._prefilling else []
+        for seq in [*self._rows, *prefilling, *self._waiting, *self._incoming]:
             seq.finish(
                 {
                     "text": "The worker is shutting down.",
@@ -191,18 +196,19 @@ class BatchScheduler:
             for seq in [s for s in self._waiting if s.cancelled.is_set()]:
                 seq.finish()
             self._waiting = collections.deque(s for s in self._waiting if not s.cancelled.is_set())
-        if self._prefilling is not None and self._prefilling.cancelled.is_set():
-            self._prefilling.finish()
+        if self._prefilling is not None and all(s.cancelled.is_set() for s in self._prefilling[0]):
+            for seq in self._prefilling[0]:
+                seq.finish()
             self._prefilling = None
         gone = [i for i, s in enumerate(self._rows) if s.cancelled.is_set()]
         if gone:
             for i in gone:
                 self._rows[i].finish()
-            self._keep_rows([i for i in range(len(self._rows)) if i not in set(gone)])
+            self._remove_rows(gone)
 
-    def _keep_rows(self, rows: list[int]) -> None:
-        self._batch.keep(rows)
-        self._rows = [self._rows[i] for i in rows]
+    def _remove_rows(self, gone: list[int]) -> None:
+        order = self._batch.remove(gone)
+        self._rows = [self._rows[i] for i in order]
 
     def _take_group(self) -> list[Sequence]:
         """Waiting requests to prefill together: while their padded prompts fit in one
@@ -221,75 +227,19 @@ class BatchScheduler:
         return group
 
     def _prefill_one_chunk(self) -> bool:
-        seq = self._prefilling
-        if seq is None:
+        """One prefill pass: a group of whole prompts (one left- or right-padded pass, one
+        pass's fixed cost for all of them: what makes many clients arriving together start
+        fast), or the next chunk of one long prompt."""
+        if self._prefilling is None:
             if not self._waiting or len(self._rows) >= self.max_batch_size:
                 return False
             group = self._take_group()
-            if len(group) > 1:
-                self._prefill_group(group)
-                return True
-            seq = self._prefilling = group[0]
+            self._prefilling = (group, Prefill([s.prompt_ids for s in group]))
+        group, pre = self._prefilling
         try:
-            start = seq.prefilled
-            chunk = seq.prompt_ids[start : start + self.prefill_chunk]
-            out = self._model(
-                input_ids=torch.tensor([chunk], device=self._device),
-                cache=seq.cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            seq.cache = out.cache
-            seq.prefilled += len(chunk)
-            if seq.prefilled < len(seq.prompt_ids):
+            logits = self._batch.advance(pre, self.prefill_chunk)
+            if logits is None:
                 return True
-            token, logprob = seq.sampler.choose(
-                out.logits[:, -1, :].float(),
-                seq.token_ids(self._device),
-                with_logprob=seq.decoder.token_events,
-            )
-        except Exception as exc:
-            log.exception("event=prefill_failed")
-            self._prefilling = None
-            seq.finish(error_chunk_for(exc))
-            return True
-        seq.first_token_at = time.monotonic()
-        chunk_out = seq.decoder.add(token, logprob)
-        if seq.decoder.finished:
-            self._prefilling = None
-            seq.finish(chunk_out)
-            return True
-        self._batch.add(seq.cache, len(seq.prompt_ids), token)
-        seq.cache = None  # the batch owns it now
-        self._rows.append(seq)
-        self._prefilling = None
-        if chunk_out is not None:
-            seq.emit(chunk_out)
-        return True
-
-    def _prefill_group(self, group: list[Sequence]) -> None:
-        """Prefill several whole prompts in one left-padded forward pass (one pass's fixed cost
-        instead of one per request: what makes many clients arriving together start fast), then
-        join their rows to the running batch with one copy of the cache."""
-        lengths = [len(s.prompt_ids) for s in group]
-        longest = max(lengths)
-        try:
-            ids = torch.tensor(
-                [[0] * (longest - n) + s.prompt_ids for s, n in zip(group, lengths, strict=True)],
-                device=self._device,
-            )
-            mask = torch.tensor(
-                [[0] * (longest - n) + [1] * n for n in lengths], device=self._device
-            )
-            out = self._model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                cache=None,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            logits = out.logits[:, -1, :].float()
             choices = [
                 s.sampler.choose(
                     logits[i : i + 1], s.token_ids(self._device), s.decoder.token_events
@@ -298,60 +248,64 @@ class BatchScheduler:
             ]
         except Exception as exc:
             log.exception("event=prefill_failed rows=%d", len(group))
+            self._prefilling = None
             for seq in group:
                 seq.finish(error_chunk_for(exc))
-            return
+            return True
+        self._prefilling = None
+        self._start_decoding(group, pre, choices)
+        return True
+
+    def _start_decoding(
+        self, group: list[Sequence], pre: Prefill, choices: list[tuple[int, float | None]]
+    ) -> None:
+        """Each prefilled prompt's first token; those not finished by it join the batch."""
         now = time.monotonic()
         keep, chunks = [], []
         for i, (seq, (token, logprob)) in enumerate(zip(group, choices, strict=True)):
-            seq.prefilled, seq.first_token_at = lengths[i], now
+            seq.prefilled, seq.first_token_at = len(seq.prompt_ids), now
             chunk = seq.decoder.add(token, logprob)
             if seq.decoder.finished:
                 seq.finish(chunk)
             else:
                 keep.append(i)
                 chunks.append(chunk)
-        joined = KVBatch.of(out.cache, mask, lengths, [token for token, _ in choices])
-        joined.keep(keep)
-        self._batch.merge(joined)
-        self._rows += [group[i] for i in keep]
+        if keep:
+            self._batch.join(pre, keep, [token for token, _ in choices])
+            self._rows += [group[i] for i in keep]
         for i, chunk in zip(keep, chunks, strict=True):
             if chunk is not None:
                 group[i].emit(chunk)
 
     def _decode_step(self) -> None:
         try:
-            logits = self._batch.step(self._model)
-            greedy = torch.argmax(logits, dim=-1).tolist()
-            choices = [
-                (greedy[i], None)
-                if seq.sampler.plain_greedy and not seq.decoder.token_events
-                else seq.sampler.choose(
-                    logits[i : i + 1],
-                    seq.token_ids(self._device),
-                    with_logprob=seq.decoder.token_events,
-                )
-                for i, seq in enumerate(self._rows)
-            ]
+            logits = self._batch.step()
+            rows = self._rows
+            choices = choose_many(
+                [seq.sampler for seq in rows],
+                logits,
+                lambda i: rows[i].token_ids(self._device),
+                [seq.decoder.token_events for seq in rows],
+            )
             tokens = [token for token, _ in choices]
         except Exception as exc:
             log.exception("event=decode_failed rows=%d", len(self._rows))
             for seq in self._rows:
                 seq.finish(error_chunk_for(exc))
-            self._rows, self._batch = [], KVBatch()
+            self._rows = []
+            self._batch.clear()
             return
-        keep, done = [], []
+        gone, done = [], []
         for i, (seq, (token, logprob)) in enumerate(zip(self._rows, choices, strict=True)):
             chunk = seq.decoder.add(token, logprob)
             if seq.decoder.finished:
+                gone.append(i)
                 done.append((seq, chunk))
-            else:
-                if chunk is not None:
-                    seq.emit(chunk)
-                keep.append(i)
+            elif chunk is not None:
+                seq.emit(chunk)
         self._batch.next_tokens = tokens
-        if done:
-            self._keep_rows(keep)
+        if gone:
+            self._remove_rows(gone)
         # Finish only after the rows are gone, so a client that sees its end sees it counted.
         for seq, chunk in done:
             seq.finish(chunk)

@@ -186,6 +186,7 @@ class ModelEngine(ServingEngine):
         stream_interval: int = 2,
         prefill_chunk: int = 512,
         embedding_batch_size: int = 8,
+        fast_path: bool = True,
     ) -> None:
         super().__init__(
             model_names,
@@ -207,7 +208,7 @@ class ModelEngine(ServingEngine):
         self._waiting = 0
         self.embedder = Embedder(loaded, embedding_batch_size, max_queue)
         if mode == "batch":
-            self._scheduler = BatchScheduler(loaded.model, max_batch_size, prefill_chunk)
+            self._scheduler = BatchScheduler(loaded.model, max_batch_size, prefill_chunk, fast_path)
         else:
             self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")
             self._slots = asyncio.Semaphore(max_batch_size)
@@ -219,6 +220,7 @@ class ModelEngine(ServingEngine):
             "device": self.loaded.device,
             "dtype": self.loaded.dtype.removeprefix("torch."),
             "engine": self.mode,
+            "decode_path": self._scheduler.path if self._scheduler else "transformers",
         }
 
     @property

@@ -33,20 +33,35 @@ class SlowModel:
         return self._model(*args, **kwargs)
 
 
-@pytest.fixture
-def make_engine(tiny: LoadedModel, tiny_model_dir: Path) -> Iterator[Any]:
+def slowed(forward: Any, delay: float) -> Any:
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(delay)
+        return forward(*args, **kwargs)
+
+    return slow
+
+
+@pytest.fixture(params=["lean_llama", "transformers"])
+def make_engine(request: Any, tiny: LoadedModel, tiny_model_dir: Path) -> Iterator[Any]:
+    """Engines on the tiny LLaMA; batch mode runs on both decode paths (the fast one and
+    transformers' forward). ``delay`` slows every forward pass."""
     engines: list[ModelEngine] = []
 
     def make(mode: str = "batch", delay: float = 0.0, **kwargs: Any) -> ModelEngine:
-        model = SlowModel(tiny.model, delay) if delay else tiny.model
+        model = SlowModel(tiny.model, delay) if delay and mode != "batch" else tiny.model
         conv = conversation_for(str(tiny_model_dir), tiny.tokenizer)
         engine = ModelEngine(
             dataclasses.replace(tiny, model=model),
             ["tiny"],
             conv,
             mode=mode,
-            **{"stream_interval": 1, **kwargs},
+            **{"stream_interval": 1, "fast_path": request.param == "lean_llama", **kwargs},
         )
+        if mode == "batch":
+            assert engine.details()["decode_path"] == request.param
+            if delay:
+                rows = engine._scheduler._batch
+                rows.forward = slowed(rows.forward, delay)
         engines.append(engine)
         return engine
 
@@ -98,8 +113,14 @@ async def test_requests_arriving_together_are_prefilled_together_with_the_same_o
     prompts = [*PROMPTS, "Hi", "A much longer prompt " * 5, "x"]
     alone = [(await engine.generate(params(prompt=p, max_new_tokens=16)))["text"] for p in prompts]
     passes = []
-    model = engine.loaded.model
-    engine._scheduler._model = lambda **kw: passes.append(kw["input_ids"].shape) or model(**kw)
+    rows = engine._scheduler._batch
+    forward = rows.forward
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        passes.append((args[0] if args else kw["input_ids"]).shape)
+        return forward(*args, **kw)
+
+    rows.forward = counting
     together = await asyncio.gather(
         *(engine.generate(params(prompt=p, max_new_tokens=16)) for p in prompts),
         engine.generate(params(prompt="one token", max_new_tokens=1)),
@@ -238,7 +259,12 @@ async def test_generation_errors_become_error_chunks_and_serving_goes_on(
             raise RuntimeError("the GPU caught fire")
         return real(*args, **kwargs)
 
-    tiny.model.forward = failing_once
+    if mode == "batch":  # the scheduler's one model call, on either decode path
+        rows = engine._scheduler._batch
+        real = rows.forward
+        rows.forward = failing_once
+    else:
+        tiny.model.forward = failing_once
     try:
         result = await engine.generate(params())
         assert result["error_code"] == 50001
@@ -246,7 +272,8 @@ async def test_generation_errors_become_error_chunks_and_serving_goes_on(
         again = await engine.generate(params(max_new_tokens=3))
         assert again["error_code"] == 0
     finally:
-        del tiny.model.forward
+        if mode != "batch":
+            del tiny.model.forward
     assert engine.running == 0
 
 

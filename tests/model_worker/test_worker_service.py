@@ -38,6 +38,7 @@ def test_status_details_and_token_count(worker_url: str, tiny_model_dir: Path) -
         "device": "cpu",
         "dtype": expected,
         "engine": "batch",
+        "decode_path": "lean_llama",  # a LLaMA: the fast path
         "sampling_defaults": {},
     }
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -1,0 +1,220 @@
+"""The running batch's model state, behind one interface with two implementations.
+
+The scheduler (``batching.py``) decides who prefills, who decodes and who leaves; a ``Rows``
+object holds the keys/values and runs the model:
+
+- ``LeanRows``: LLaMA-style models, through ``lean_llama`` (a static per-row KV cache written in
+  place, fused projections). The fast path, chosen when ``lean_llama.supports`` the model.
+- ``TransformersRows``: any causal LM, through transformers' own forward and cache (a
+  left-padded ``KVBatch``). The general fallback.
+
+Each exposes ``forward``, the one callable that runs the model, so tests can slow it down, count
+its passes or make it fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from services.model_worker import lean_llama
+from services.model_worker.kv_batch import KVBatch
+
+
+@dataclass
+class Prefill:
+    """Prompts being prefilled: a group whose padded prompts fit in one chunk, or one prompt
+    prefilled a chunk at a time. ``state`` is the implementation's cache so far."""
+
+    prompts: list[list[int]]
+    done: int = 0
+    state: Any = None
+    mask: torch.Tensor | None = None
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(p) for p in self.prompts]
+
+
+class Rows(Protocol):
+    next_tokens: list[int]
+    forward: Any
+
+    def __len__(self) -> int: ...
+
+    def advance(self, pre: Prefill, chunk: int) -> torch.Tensor | None:
+        """Prefill the next ``chunk`` positions; at the end, each prompt's last logits."""
+
+    def join(self, pre: Prefill, keep: list[int], next_tokens: list[int]) -> None:
+        """Add the prefilled prompts ``keep`` (indices into ``pre.prompts``) as running rows;
+        ``next_tokens`` has one token per prompt (those not kept are ignored)."""
+
+    def step(self) -> torch.Tensor:
+        """One decode step of every row (input: ``next_tokens``); logits [rows, vocab]."""
+
+    def remove(self, gone: list[int]) -> list[int]:
+        """Drop rows ``gone``; return the old index of each remaining row, in its new place."""
+
+    def clear(self) -> None: ...
+
+
+def rows_for(model: Any, fast_path: bool = True) -> Rows:
+    """The fast path where the model allows it, else transformers' forward."""
+    if fast_path and lean_llama.supports(model):
+        return LeanRows(lean_llama.LeanLlama(model))
+    return TransformersRows(model)
+
+
+class TransformersRows:
+    """Any causal LM: transformers' forward and cache, rows left-padded (``KVBatch``)."""
+
+    def __init__(self, model: Any) -> None:
+        self.forward = model
+        self._device = model.device
+        self._batch = KVBatch()
+
+    def __len__(self) -> int:
+        return len(self._batch)
+
+    @property
+    def next_tokens(self) -> list[int]:
+        return self._batch.next_tokens
+
+    @next_tokens.setter
+    def next_tokens(self, tokens: list[int]) -> None:
+        self._batch.next_tokens = tokens
+
+    def advance(self, pre: Prefill, chunk: int) -> torch.Tensor | None:
+        if len(pre.prompts) > 1:
+            return self._prefill_group(pre)
+        prompt = pre.prompts[0]
+        out = self.forward(
+            input_ids=torch.tensor([prompt[pre.done : pre.done + chunk]], device=self._device),
+            cache=pre.state,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        pre.state = out.cache
+        pre.done = min(len(prompt), pre.done + chunk)
+        if pre.done < len(prompt):
+            return None
+        pre.mask = torch.ones((1, len(prompt)), dtype=torch.long, device=self._device)
+        return out.logits[:, -1, :].float()
+
+    def _prefill_group(self, pre: Prefill) -> torch.Tensor:
+        """Whole prompts in one left-padded pass (one pass's fixed cost for the group)."""
+        lengths = pre.lengths
+        longest = max(lengths)
+        ids = torch.tensor(
+            [[0] * (longest - n) + p for p, n in zip(pre.prompts, lengths, strict=True)],
+            device=self._device,
+        )
+        mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths], device=self._device)
+        out = self.forward(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            cache=None,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        pre.state, pre.mask, pre.done = out.cache, mask, longest
+        return out.logits[:, -1, :].float()
+
+    def join(self, pre: Prefill, keep: list[int], next_tokens: list[int]) -> None:
+        assert pre.mask is not None
+        joined = KVBatch.of(pre.state, pre.mask, pre.lengths, next_tokens)
+        joined.keep(keep)
+        self._batch.merge(joined)
+
+    def step(self) -> torch.Tensor:
+        return self._batch.step(self.forward)
+
+    def remove(self, gone: list[int]) -> list[int]:
+        keep = [i for i in range(len(self._batch)) if i not in set(gone)]
+        self._batch.keep(keep)
+        return keep
+
+    def clear(self) -> None:
+        self._batch = KVBatch()
+
+
+class LeanRows:
+    """LLaMA-style models on ``lean_llama``: rows 0..n-1 of a static cache, each at its own
+    length. Leaving rows are replaced by the last ones (one row's copy each), never re-packed."""
+
+    def __init__(self, lean: lean_llama.LeanLlama) -> None:
+        self._lean = lean
+        self.forward = lean.forward
+        self._device = lean.device
+        self._cache = lean.new_cache()
+        self.lengths: list[int] = []
+        self.next_tokens: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def advance(self, pre: Prefill, chunk: int) -> torch.Tensor | None:
+        if pre.state is None:
+            pre.state = self._lean.new_cache()
+        lengths = pre.lengths
+        if len(lengths) > 1:  # a group: one right-padded pass (it fits in a chunk)
+            longest = max(lengths)
+            ids = torch.tensor([p + [0] * (longest - len(p)) for p in pre.prompts])
+            keep = torch.tensor([n - 1 for n in lengths], device=self._device)
+            starts = torch.zeros(len(lengths), dtype=torch.long, device=self._device)
+            pre.done = longest
+            rows = slice(0, len(lengths))
+            return self.forward(ids.to(self._device), pre.state, rows, starts, keep)
+        prompt = pre.prompts[0]
+        ids = torch.tensor([prompt[pre.done : pre.done + chunk]], device=self._device)
+        starts = torch.tensor([pre.done], device=self._device)
+        logits = self.forward(ids, pre.state, slice(0, 1), starts)
+        pre.done = min(len(prompt), pre.done + chunk)
+        return logits if pre.done == len(prompt) else None
+
+    def join(self, pre: Prefill, keep: list[int], next_tokens: list[int]) -> None:
+        staged: lean_llama.RowCache = pre.state
+        lengths = pre.lengths
+        first = len(self.lengths)
+        self._cache.reserve(first + len(keep), max(lengths[i] for i in keep) + 1)
+        for offset, i in enumerate(keep):
+            n = lengths[i]
+            for mine, theirs in zip(
+                (*self._cache.keys, *self._cache.values),
+                (*staged.keys, *staged.values),
+                strict=True,
+            ):
+                mine[first + offset, :, :n] = theirs[i, :, :n]
+            self.lengths.append(n)
+            self.next_tokens.append(next_tokens[i])
+
+    def step(self) -> torch.Tensor:
+        n = len(self.lengths)
+        ids = torch.tensor(self.next_tokens, device=self._device)[:, None]
+        starts = torch.tensor(self.lengths, device=self._device)
+        logits = self.forward(ids, self._cache, slice(0, n), starts)
+        self.lengths = [length + 1 for length in self.lengths]
+        return logits
+
+    def remove(self, gone: list[int]) -> list[int]:
+        n = len(self.lengths)
+        left = n - len(gone)
+        order = list(range(n))
+        holes = sorted(i for i in gone if i < left)
+        movers = [i for i in range(left, n) if i not in set(gone)]
+        for hole, mover in zip(holes, movers, strict=True):
+            self._cache.move(mover, hole, self.lengths[mover])
+            order[hole] = mover
+        order = order[:left]
+        self.lengths = [self.lengths[i] for i in order]
+        self.next_tokens = [self.next_tokens[i] for i in order]
+        if not order:
+            self._cache.shrink()
+        return order
+
+    def clear(self) -> None:
+        self.lengths, self.next_tokens = [], []
+        self._cache.shrink()

@@ -1,0 +1,274 @@
+"""A lean forward pass for LLaMA-style decoders, over a static per-row KV cache.
+
+Transformers' forward is general: per step it builds masks, grows every layer's cache with
+``torch.cat`` (a copy of the whole cache per token), repeats the shared key/value heads for
+grouped-query attention, and calls a few thousand small modules. On a CPU, for a small model,
+that overhead costs more than the arithmetic. This module computes the same function with the
+model's own weights and far fewer operations:
+
+- q/k/v and gate/up projections are each one matrix product (the fused weights share storage
+  with the model's, so nothing is duplicated);
+- keys and values are written in place into preallocated ``[rows, kv_heads, capacity, head_dim]``
+  buffers (``RowCache``), each row at its own length, and read as views: no per-step copies;
+- grouped-query attention folds the query heads of a group into the query-length dimension, so
+  the shared keys are never repeated;
+- RMSNorm, RoPE (through the model's own rotary module, so every RoPE scaling works) and the MLP
+  follow transformers' formulas operation by operation, so greedy output matches the reference.
+
+``supports(model)`` says which models qualify (LLaMA, Mistral without a sliding window, Qwen2
+without one); anything else keeps the generic transformers path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2"})
+CAPACITY_STEP = 256  # cache positions are allocated in steps of this many
+SHRINK_ABOVE = 2048  # an empty batch keeps an allocation of up to this many positions
+
+
+def supports(model: Any) -> bool:
+    """Whether ``model`` can run on this path (else the generic one serves it)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "model_type", None) not in SUPPORTED_TYPES:
+        return False
+    if getattr(config, "quantization_config", None) is not None:
+        return False
+    if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
+        return False
+    if getattr(config, "hidden_act", "silu") != "silu" or getattr(config, "mlp_bias", False):
+        return False
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return False
+    window = getattr(config, "sliding_window", None)
+    if window is not None and getattr(config, "use_sliding_window", True):
+        return False
+    devices = {p.device for p in model.parameters()}
+    dtypes = {p.dtype for p in model.parameters()}
+    return (
+        len(devices) == 1
+        and len(dtypes) == 1
+        and dtypes
+        <= {
+            torch.float32,
+            torch.bfloat16,
+            torch.float16,
+        }
+    )
+
+
+def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One weight (and bias) for several linears on the same input; the linears' parameters
+    become views into it, so the model's memory does not grow."""
+    weight = torch.cat([lin.weight.data for lin in linears])
+    bias = None
+    if linears[0].bias is not None:
+        bias = torch.cat([lin.bias.data for lin in linears])
+    start = 0
+    for lin in linears:
+        n = lin.weight.shape[0]
+        lin.weight.data = weight[start : start + n]
+        if bias is not None:
+            lin.bias.data = bias[start : start + n]
+        start += n
+    return weight, bias
+
+
+@dataclass
+class _Layer:
+    qkv_weight: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    o_proj: torch.Tensor
+    o_bias: torch.Tensor | None
+    gate_up: torch.Tensor
+    down: torch.Tensor
+    norm_in: torch.Tensor
+    norm_post: torch.Tensor
+
+
+class RowCache:
+    """Keys and values of up to ``rows`` sequences, each row at its own length.
+
+    Rows and positions grow on demand (in steps, so growth is rare); ``lengths`` holds how many
+    positions of each row are filled.
+    """
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype: Any, device: Any) -> None:
+        self._shape = (kv_heads, head_dim)
+        self._layers, self._dtype, self._device = layers, dtype, device
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.rows = 0
+        self.capacity = 0
+        self._alloc(0, 0)
+
+    def _alloc(self, rows: int, capacity: int) -> None:
+        kv, hd = self._shape
+        fresh = [
+            torch.zeros((rows, kv, capacity, hd), dtype=self._dtype, device=self._device)
+            for _ in range(2 * self._layers)
+        ]
+        if self.keys:
+            r, c = min(rows, self.keys[0].shape[0]), min(capacity, self.capacity)
+            for new, old in zip(fresh, [*self.keys, *self.values], strict=True):
+                new[:r, :, :c] = old[:r, :, :c]
+        self.keys, self.values = fresh[: self._layers], fresh[self._layers :]
+        self.capacity = capacity
+
+    def reserve(self, rows: int, length: int) -> None:
+        """Make room for ``rows`` rows of ``length`` positions each."""
+        have_rows = self.keys[0].shape[0]
+        if rows <= have_rows and length <= self.capacity:
+            return
+        new_rows = max(rows, 2 * have_rows, 8) if rows > have_rows else have_rows
+        new_cap = self.capacity
+        if length > self.capacity:
+            new_cap = -(-max(length, self.capacity * 3 // 2) // CAPACITY_STEP) * CAPACITY_STEP
+        self._alloc(new_rows, new_cap)
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Copy row ``src``'s first ``length`` positions into row ``dst``."""
+        for buf in (*self.keys, *self.values):
+            buf[dst, :, :length] = buf[src, :, :length]
+
+    def shrink(self) -> None:
+        """The batch is empty: give back the memory a long sequence made it take (a short
+        allocation is kept for the next requests)."""
+        if self.capacity > SHRINK_ABOVE:
+            self.keys, self.values, self.capacity = [], [], 0
+            self._alloc(0, 0)
+
+
+class LeanLlama:
+    """The model's forward for prefill and decode, writing keys/values into a ``RowCache``."""
+
+    def __init__(self, model: Any) -> None:
+        config = model.config
+        self.config = config
+        self._model = model
+        inner = model.model
+        self.embed = inner.embed_tokens.weight
+        self.final_norm = inner.norm.weight
+        self.eps = config.rms_norm_eps
+        self.lm_head = model.lm_head.weight
+        self.lm_bias = getattr(model.lm_head, "bias", None)
+        self.rotary = inner.rotary_emb
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.group = self.heads // self.kv_heads
+        self.scale = self.head_dim**-0.5
+        self.dtype = self.embed.dtype
+        self.device = self.embed.device
+        self.layers = [self._layer(layer) for layer in inner.layers]
+
+    def _layer(self, layer: Any) -> _Layer:
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv, qkv_bias = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+        gate_up, _ = _fuse([mlp.gate_proj, mlp.up_proj])
+        return _Layer(
+            qkv_weight=qkv,
+            qkv_bias=qkv_bias,
+            o_proj=attn.o_proj.weight,
+            o_bias=attn.o_proj.bias,
+            gate_up=gate_up,
+            down=mlp.down_proj.weight,
+            norm_in=layer.input_layernorm.weight,
+            norm_post=layer.post_attention_layernorm.weight,
+        )
+
+    def new_cache(self) -> RowCache:
+        return RowCache(len(self.layers), self.kv_heads, self.head_dim, self.dtype, self.device)
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # transformers' LlamaRMSNorm, step by step (in float32, then back).
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
+
+    @staticmethod
+    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _attend(
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of q [n, kv, g*t, hd] over keys/values [n, kv, total, hd].
+
+        For one row, torch's fused CPU kernel is fastest; for many short query blocks its
+        per-block overhead dominates, and two batched matrix products with a float32 softmax
+        (transformers' eager attention) are about 3x faster in bfloat16.
+        """
+        if q.shape[0] == 1:
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
+        scores = torch.matmul(q, keys.transpose(-1, -2)) * self.scale + mask
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        return torch.matmul(weights, values)
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        cache: RowCache,
+        rows: slice,
+        starts: torch.Tensor,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run ``ids`` [n, t] for cache rows ``rows`` whose inputs start at positions ``starts``
+        [n] (each row's filled length), write their keys/values, and return the float logits of
+        the positions ``keep`` [n] (index into t; default the last) as [n, vocab].
+
+        Rows padded on the right (shorter prompts in a group) are fine: a real position never
+        attends to a later one, and the caller sets each row's length to its real end.
+        """
+        n, t = ids.shape
+        span = torch.arange(t, device=self.device)
+        positions = starts[:, None] + span[None, :]  # [n, t]
+        total = int(starts.max()) + t
+        cache.reserve(rows.stop, total)
+        x = F.embedding(ids, self.embed)
+        cos, sin = self.rotary(x, positions)
+        cos, sin = cos[:, None], sin[:, None]  # [n, 1, t, hd]
+        key_pos = torch.arange(total, device=self.device)
+        # [n, 1, group*t, total]: query position p sees keys 0..p (its own row's).
+        visible = (key_pos[None, None, :] <= positions[:, :, None])[:, None]
+        visible = (
+            visible[:, :, None]
+            .expand(n, 1, self.group, t, total)
+            .reshape(n, 1, self.group * t, total)
+        )
+        if n > 1:  # an additive mask for the explicit attention (see _attend)
+            visible = torch.zeros(visible.shape, dtype=self.dtype, device=self.device).masked_fill(
+                ~visible, float("-inf")
+            )
+        write_rows = torch.arange(rows.start, rows.stop, device=self.device)[:, None]
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        for i, layer in enumerate(self.layers):
+            h = self._norm(x, layer.norm_in)
+            qkv = F.linear(h, layer.qkv_weight, layer.qkv_bias)
+            q, k, v = qkv.split((q_size, kv_size, kv_size), dim=-1)
+            q = q.view(n, t, self.heads, self.head_dim).transpose(1, 2)
+            k = k.view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            keys, values = cache.keys[i], cache.values[i]
+            # keys[row, :, pos] for every (row, pos) of this input: [n, t, kv, hd] <- k
+            keys[write_rows, :, positions] = k.transpose(1, 2)
+            values[write_rows, :, positions] = v.transpose(1, 2)
+            # The group's query heads become query rows against their one shared kv head.
+            q = q.reshape(n, self.kv_heads, self.group * t, self.head_dim)
+            out = self._attend(q, keys[rows, :, :total], values[rows, :, :total], visible)
+            out = out.view(n, self.heads, t, self.head_dim).transpose(1, 2).reshape(n, t, q_size)
+            x = x + F.linear(out, layer.o_proj, layer.o_bias)
+            h = self._norm(x, layer.norm_post)
+            gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.down)
+        last = x[:, -1] if keep is None else x[torch.arange(n, device=self.device), keep]
+        last = self._norm(last, self.final_norm)
+        return F.linear(last, self.lm_head, self.lm_bias).float()

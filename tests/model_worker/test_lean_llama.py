@@ -1,0 +1,157 @@
+"""The fast decode path computes what transformers computes: logits, greedy text, every row."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+from services.model_worker.engine import ModelEngine
+from services.model_worker.lean_llama import LeanLlama, RowCache, supports
+from services.model_worker.loader import LoadedModel
+from services.model_worker.template_choice import conversation_for
+from shared.schemas import GenerateParams
+
+PROMPTS = [
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "The quick brown fox jumps over the lazy dog. " * 6,
+    "def add(a, b):\n    return a + b\n",
+    "x",
+]
+
+
+def reference_logits(model: Any, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+
+
+def tiny_qwen2() -> Any:
+    """Qwen2: biases on q/k/v, tied embeddings, no sliding window."""
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # random init leaves the biases at zero; make them count
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.bias.normal_()
+            layer.self_attn.k_proj.bias.normal_()
+    return model
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def model(request: Any, tiny: LoadedModel) -> Any:
+    return tiny.model if request.param == "llama" else tiny_qwen2()
+
+
+def test_prefill_chunks_and_decode_steps_match_transformers(model: Any) -> None:
+    """Right-padded group prefill, a prompt prefilled in chunks, and decode steps of rows at
+    different lengths: every row's logits equal transformers' for the same tokens."""
+    lean = LeanLlama(model)
+    prompts = [list(range(5, 42)), list(range(60, 80)), [7]]
+    cache: RowCache = lean.new_cache()
+    longest = max(map(len, prompts))
+    ids = torch.tensor([p + [0] * (longest - len(p)) for p in prompts])
+    keep = torch.tensor([len(p) - 1 for p in prompts])
+    with torch.inference_mode():
+        logits = lean.forward(ids, cache, slice(0, 3), torch.zeros(3, dtype=torch.long), keep)
+    for i, prompt in enumerate(prompts):
+        torch.testing.assert_close(logits[i], reference_logits(model, prompt), atol=1e-4, rtol=0)
+    chunked = lean.new_cache()
+    with torch.inference_mode():
+        for start in range(0, len(prompts[0]), 8):
+            piece = torch.tensor([prompts[0][start : start + 8]])
+            last = lean.forward(piece, chunked, slice(0, 1), torch.tensor([start]))
+    torch.testing.assert_close(last[0], reference_logits(model, prompts[0]), atol=1e-4, rtol=0)
+    history = [list(p) for p in prompts]
+    for step in range(4):
+        nxt = [100 + step + i for i in range(3)]
+        starts = torch.tensor([len(h) for h in history])
+        with torch.inference_mode():
+            out = lean.forward(torch.tensor(nxt)[:, None], cache, slice(0, 3), starts)
+        for i, h in enumerate(history):
+            h.append(nxt[i])
+            torch.testing.assert_close(out[i], reference_logits(model, h), atol=1e-4, rtol=0)
+
+
+def test_fused_weights_share_the_models_storage(tiny: LoadedModel) -> None:
+    """Fusing q/k/v and gate/up does not copy the model: its parameters become views."""
+    model = tiny.model
+    before = sum(p.numel() for p in model.parameters())
+    lean = LeanLlama(model)
+    attn = model.model.layers[0].self_attn
+    assert attn.q_proj.weight.data_ptr() == lean.layers[0].qkv_weight.data_ptr()
+    assert sum(p.numel() for p in model.parameters()) == before
+
+
+def test_which_models_take_the_fast_path(tiny: LoadedModel) -> None:
+    assert supports(tiny.model)
+    assert supports(tiny_qwen2())
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    assert not supports(gpt2)
+    windowed = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            use_sliding_window=True,
+            sliding_window=16,
+        )
+    )
+    assert not supports(windowed)
+
+
+def make_engine(tiny: LoadedModel, tiny_model_dir: Path, fast_path: bool) -> ModelEngine:
+    conv = conversation_for(str(tiny_model_dir), tiny.tokenizer)
+    return ModelEngine(
+        dataclasses.replace(tiny),
+        ["tiny"],
+        conv,
+        max_batch_size=8,
+        stream_interval=1,
+        fast_path=fast_path,
+    )
+
+
+async def test_greedy_text_equals_transformers_generate(
+    tiny: LoadedModel, tiny_model_dir: Path
+) -> None:
+    """The fast path's greedy answers, alone and in a crowded batch whose rows leave at
+    different steps, equal transformers' own ``generate`` and the transformers decode path."""
+    fast, general = (make_engine(tiny, tiny_model_dir, flag) for flag in (True, False))
+    assert fast.details()["decode_path"] == "lean_llama"
+    assert general.details()["decode_path"] == "transformers"
+    try:
+        expected = []
+        for prompt in PROMPTS:
+            ids = tiny.tokenizer(prompt, return_tensors="pt").input_ids
+            with torch.inference_mode():
+                out = tiny.model.generate(ids, max_new_tokens=20, do_sample=False)
+            expected.append(tiny.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+
+        def request(prompt: str, n: int = 20) -> GenerateParams:
+            return GenerateParams(prompt=prompt, max_new_tokens=n, temperature=0, echo=False)
+
+        for engine in (fast, general):
+            crowd = [engine.generate(request(p, 5 + 7 * i)) for i, p in enumerate(PROMPTS)]
+            results = await asyncio.gather(*(engine.generate(request(p)) for p in PROMPTS), *crowd)
+            assert [r["text"] for r in results[: len(PROMPTS)]] == expected
+    finally:
+        fast.shutdown()
+        general.shutdown()
