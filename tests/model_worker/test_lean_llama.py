@@ -93,7 +93,7 @@ def test_fused_weights_share_the_models_storage(tiny: LoadedModel) -> None:
     before = sum(p.numel() for p in model.parameters())
     lean = LeanLlama(model)
     attn = model.model.layers[0].self_attn
-    assert attn.q_proj.weight.data_ptr() == lean.layers[0].qkv_weight.data_ptr()
+    assert attn.q_proj.weight.data_ptr() == lean.layers[0].qkv.weight.data_ptr()
     assert sum(p.numel() for p in model.parameters()) == before
 
 
