@@ -349,6 +349,12 @@ class WorkerSettings(ModelSettings):
         description="LLaMA-style models decode through the lean forward with a static KV cache "
         "(services/model_worker/lean_llama.py); false: transformers' forward for every model",
     )
+    prefix_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="memory for the keys/values of recent prompts on the fast path, so prompts "
+        "sharing a beginning (system message, conversation history) skip it; 0: off",
+    )
     heart_beat_interval: float = Field(
         1.0,
         gt=0,

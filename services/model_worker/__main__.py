@@ -104,6 +104,7 @@ def local_engine(
         prefill_chunk=settings.prefill_chunk,
         embedding_batch_size=settings.embedding_batch_size,
         fast_path=settings.fast_path,
+        prefix_cache_mb=settings.prefix_cache_mb,
     )
 
 

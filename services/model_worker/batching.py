@@ -86,6 +86,7 @@ class BatchScheduler:
         max_batch_size: int = 32,
         prefill_chunk: int = 512,
         fast_path: bool = True,
+        prefix_cache_bytes: int = 0,
     ) -> None:
         self._device = model.device
         self.max_batch_size = max_batch_size
@@ -94,7 +95,7 @@ class BatchScheduler:
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._prefilling: tuple[list[Sequence], Prefill] | None = None
         self._rows: list[Sequence] = []
-        self._batch: Rows = rows_for(model, fast_path)
+        self._batch: Rows = rows_for(model, fast_path, prefix_cache_bytes)
         self._wake = threading.Event()
         self._stopping = False
         self._admitted = 0

@@ -14,13 +14,14 @@ its passes or make it fail.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
 from services.model_worker import lean_llama
 from services.model_worker.kv_batch import KVBatch
+from services.model_worker.prefix_cache import MIN_SHARED_TOKENS, PrefixCache, shared_length
 
 
 @dataclass
@@ -32,6 +33,11 @@ class Prefill:
     done: int = 0
     state: Any = None
     mask: torch.Tensor | None = None
+    # Lean path: the distinct prompts, each prompt's row among them, and where each distinct
+    # prompt's computation starts (after the prefix copied from the prefix cache).
+    unique: list[list[int]] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
 
     @property
     def lengths(self) -> list[int]:
@@ -60,10 +66,10 @@ class Rows(Protocol):
     def clear(self) -> None: ...
 
 
-def rows_for(model: Any, fast_path: bool = True) -> Rows:
+def rows_for(model: Any, fast_path: bool = True, prefix_cache_bytes: int = 0) -> Rows:
     """The fast path where the model allows it, else transformers' forward."""
     if fast_path and lean_llama.supports(model):
-        return LeanRows(lean_llama.LeanLlama(model))
+        return LeanRows(lean_llama.LeanLlama(model), PrefixCache(prefix_cache_bytes))
     return TransformersRows(model)
 
 
@@ -143,37 +149,82 @@ class TransformersRows:
 
 class LeanRows:
     """LLaMA-style models on ``lean_llama``: rows 0..n-1 of a static cache, each at its own
-    length. Leaving rows are replaced by the last ones (one row's copy each), never re-packed."""
+    length. Leaving rows are replaced by the last ones (one row's copy each), never re-packed.
 
-    def __init__(self, lean: lean_llama.LeanLlama) -> None:
+    Prefill computes each distinct prompt once, and only past the longest prefix found in the
+    prefix cache; a group's shared beginning (the system message of every chat) is computed
+    once and cached before the group runs."""
+
+    def __init__(self, lean: lean_llama.LeanLlama, prefixes: PrefixCache) -> None:
         self._lean = lean
         self.forward = lean.forward
         self._device = lean.device
         self._cache = lean.new_cache()
+        self.prefixes = prefixes
         self.lengths: list[int] = []
         self.next_tokens: list[int] = []
 
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def _tensor(self, values: list[Any]) -> torch.Tensor:
+        return torch.tensor(values, device=self._device)
+
+    def _stage(self, pre: Prefill) -> None:
+        """Distinct prompts, their staging rows, and their cached prefixes copied in."""
+        rows: dict[tuple[int, ...], int] = {}
+        for prompt in pre.prompts:
+            slot = rows.setdefault(tuple(prompt), len(rows))
+            if slot == len(pre.unique):
+                pre.unique.append(prompt)
+            pre.slots.append(slot)
+        self._cache_shared_prefix(pre.unique)
+        staging = pre.state = self._lean.new_cache()
+        staging.reserve(len(pre.unique), max(map(len, pre.unique)))
+        for row, prompt in enumerate(pre.unique):
+            entry, n = self.prefixes.lookup(prompt)
+            if entry is not None:
+                PrefixCache.restore(entry, n, staging, row)
+            pre.starts.append(n)
+
+    def _cache_shared_prefix(self, prompts: list[list[int]]) -> None:
+        if len(prompts) < 2 or self.prefixes.budget <= 0:
+            return
+        n = min(shared_length(prompts[0], p) for p in prompts[1:])
+        n = min(n, *(len(p) - 1 for p in prompts))
+        prefix = prompts[0][:n]
+        if n < MIN_SHARED_TOKENS or self.prefixes.covers(prefix):
+            return
+        row = self._lean.new_cache()
+        entry, start = self.prefixes.lookup(prefix)
+        if entry is not None:
+            PrefixCache.restore(entry, start, row, 0)
+        self.forward(self._tensor([prefix[start:]]), row, slice(0, 1), self._tensor([start]))
+        self.prefixes.store(prefix, row, 0)
+
     def advance(self, pre: Prefill, chunk: int) -> torch.Tensor | None:
         if pre.state is None:
-            pre.state = self._lean.new_cache()
-        lengths = pre.lengths
-        if len(lengths) > 1:  # a group: one right-padded pass (it fits in a chunk)
-            longest = max(lengths)
-            ids = torch.tensor([p + [0] * (longest - len(p)) for p in pre.prompts])
-            keep = torch.tensor([n - 1 for n in lengths], device=self._device)
-            starts = torch.zeros(len(lengths), dtype=torch.long, device=self._device)
-            pre.done = longest
-            rows = slice(0, len(lengths))
-            return self.forward(ids.to(self._device), pre.state, rows, starts, keep)
-        prompt = pre.prompts[0]
-        ids = torch.tensor([prompt[pre.done : pre.done + chunk]], device=self._device)
-        starts = torch.tensor([pre.done], device=self._device)
-        logits = self.forward(ids, pre.state, slice(0, 1), starts)
-        pre.done = min(len(prompt), pre.done + chunk)
-        return logits if pre.done == len(prompt) else None
+            self._stage(pre)
+            pre.done = pre.starts[0]
+        staging: lean_llama.RowCache = pre.state
+        if len(pre.unique) == 1:  # one prompt, a chunk at a time
+            prompt = pre.unique[0]
+            ids = self._tensor([prompt[pre.done : pre.done + chunk]])
+            logits = self.forward(ids, staging, slice(0, 1), self._tensor([pre.done]))
+            pre.done = min(len(prompt), pre.done + chunk)
+            if pre.done < len(prompt):
+                return None
+        else:  # a group: one right-padded pass (it fits in a chunk)
+            suffixes = [p[s:] for p, s in zip(pre.unique, pre.starts, strict=True)]
+            longest = max(map(len, suffixes))
+            ids = self._tensor([p + [0] * (longest - len(p)) for p in suffixes])
+            keep = self._tensor([len(p) - 1 for p in suffixes])
+            rows = slice(0, len(suffixes))
+            logits = self.forward(ids, staging, rows, self._tensor(pre.starts), keep)
+            pre.done = max(map(len, pre.prompts))
+        for row, prompt in enumerate(pre.unique):
+            self.prefixes.store(prompt, staging, row)
+        return logits.index_select(0, self._tensor(pre.slots))
 
     def join(self, pre: Prefill, keep: list[int], next_tokens: list[int]) -> None:
         staged: lean_llama.RowCache = pre.state
@@ -181,21 +232,20 @@ class LeanRows:
         first = len(self.lengths)
         self._cache.reserve(first + len(keep), max(lengths[i] for i in keep) + 1)
         for offset, i in enumerate(keep):
-            n = lengths[i]
+            n, slot = lengths[i], pre.slots[i]
             for mine, theirs in zip(
                 (*self._cache.keys, *self._cache.values),
                 (*staged.keys, *staged.values),
                 strict=True,
             ):
-                mine[first + offset, :, :n] = theirs[i, :, :n]
+                mine[first + offset, :, :n] = theirs[slot, :, :n]
             self.lengths.append(n)
             self.next_tokens.append(next_tokens[i])
 
     def step(self) -> torch.Tensor:
         n = len(self.lengths)
-        ids = torch.tensor(self.next_tokens, device=self._device)[:, None]
-        starts = torch.tensor(self.lengths, device=self._device)
-        logits = self.forward(ids, self._cache, slice(0, n), starts)
+        ids = self._tensor(self.next_tokens)[:, None]
+        logits = self.forward(ids, self._cache, slice(0, n), self._tensor(self.lengths))
         self.lengths = [length + 1 for length in self.lengths]
         return logits
 

@@ -187,6 +187,7 @@ class ModelEngine(ServingEngine):
         prefill_chunk: int = 512,
         embedding_batch_size: int = 8,
         fast_path: bool = True,
+        prefix_cache_mb: int = 0,
     ) -> None:
         super().__init__(
             model_names,
@@ -208,7 +209,9 @@ class ModelEngine(ServingEngine):
         self._waiting = 0
         self.embedder = Embedder(loaded, embedding_batch_size, max_queue)
         if mode == "batch":
-            self._scheduler = BatchScheduler(loaded.model, max_batch_size, prefill_chunk, fast_path)
+            self._scheduler = BatchScheduler(
+                loaded.model, max_batch_size, prefill_chunk, fast_path, prefix_cache_mb << 20
+            )
         else:
             self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")
             self._slots = asyncio.Semaphore(max_batch_size)

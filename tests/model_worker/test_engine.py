@@ -55,7 +55,12 @@ def make_engine(request: Any, tiny: LoadedModel, tiny_model_dir: Path) -> Iterat
             ["tiny"],
             conv,
             mode=mode,
-            **{"stream_interval": 1, "fast_path": request.param == "lean_llama", **kwargs},
+            **{
+                "stream_interval": 1,
+                "fast_path": request.param == "lean_llama",
+                "prefix_cache_mb": 16,
+                **kwargs,
+            },
         )
         if mode == "batch":
             assert engine.details()["decode_path"] == request.param

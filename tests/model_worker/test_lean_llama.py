@@ -14,6 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausa
 from services.model_worker.engine import ModelEngine
 from services.model_worker.lean_llama import LeanLlama, RowCache, supports
 from services.model_worker.loader import LoadedModel
+from services.model_worker.prefix_cache import MIN_SHARED_TOKENS
 from services.model_worker.template_choice import conversation_for
 from shared.schemas import GenerateParams
 
@@ -155,3 +156,46 @@ async def test_greedy_text_equals_transformers_generate(
     finally:
         fast.shutdown()
         general.shutdown()
+
+
+async def test_prefix_cache_and_shared_prompts_keep_the_answers(
+    tiny: LoadedModel, tiny_model_dir: Path
+) -> None:
+    """A group of chats sharing a system message computes the shared part once, identical
+    prompts once, and a later prompt reuses cached prefixes; every greedy answer is the one
+    computed without any of that."""
+    system = "<|im_start|>system\\nYou are a helpful assistant who answers briefly.<|im_end|>\\n"
+    questions = ["What is the capital of France?", "Name a colour.", "Count to three."]
+    chats = [
+        f"{system}<|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n"
+        for q in [*questions, questions[0]]
+    ]
+    plain = make_engine(tiny, tiny_model_dir, fast_path=False)
+    cached = ModelEngine(
+        dataclasses.replace(tiny),
+        ["tiny"],
+        conversation_for(str(tiny_model_dir), tiny.tokenizer),
+        max_batch_size=8,
+        stream_interval=1,
+        prefix_cache_mb=16,
+    )
+    rows = cached._scheduler._batch
+    try:
+
+        def request(prompt: str) -> GenerateParams:
+            return GenerateParams(prompt=prompt, max_new_tokens=12, temperature=0, echo=False)
+
+        expected = [(await plain.generate(request(c)))["text"] for c in chats]
+        together = await asyncio.gather(*(cached.generate(request(c)) for c in chats))
+        assert [r["text"] for r in together] == expected
+        # Every chat after the first found the system part (at least) in the cache.
+        assert rows.prefixes.hits >= len(chats) - 1
+        assert rows.prefixes.hit_tokens >= (len(chats) - 1) * MIN_SHARED_TOKENS
+        hits = rows.prefixes.hit_tokens
+        again = await cached.generate(request(chats[1]))
+        assert again["text"] == expected[1]
+        # A repeated prompt runs only its last token.
+        assert rows.prefixes.hit_tokens - hits == len(tiny.tokenizer(chats[1]).input_ids) - 1
+    finally:
+        plain.shutdown()
+        cached.shutdown()
