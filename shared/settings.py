@@ -355,6 +355,12 @@ class WorkerSettings(ModelSettings):
         description="memory for the keys/values of recent prompts on the fast path, so prompts "
         "sharing a beginning (system message, conversation history) skip it; 0: off",
     )
+    single_thread_below: int = Field(
+        20,
+        ge=0,
+        description="decode steps of fewer rows than this run on one CPU thread (memory-bound; "
+        "a second thread mostly waits), bigger ones and prefill on all; 0: always all",
+    )
     heart_beat_interval: float = Field(
         1.0,
         gt=0,

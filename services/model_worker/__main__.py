@@ -105,6 +105,7 @@ def local_engine(
         embedding_batch_size=settings.embedding_batch_size,
         fast_path=settings.fast_path,
         prefix_cache_mb=settings.prefix_cache_mb,
+        single_thread_below=settings.single_thread_below,
     )
 
 

@@ -188,6 +188,7 @@ class ModelEngine(ServingEngine):
         embedding_batch_size: int = 8,
         fast_path: bool = True,
         prefix_cache_mb: int = 0,
+        single_thread_below: int = 0,
     ) -> None:
         super().__init__(
             model_names,
@@ -210,7 +211,12 @@ class ModelEngine(ServingEngine):
         self.embedder = Embedder(loaded, embedding_batch_size, max_queue)
         if mode == "batch":
             self._scheduler = BatchScheduler(
-                loaded.model, max_batch_size, prefill_chunk, fast_path, prefix_cache_mb << 20
+                loaded.model,
+                max_batch_size,
+                prefill_chunk,
+                fast_path,
+                prefix_cache_mb << 20,
+                single_thread_below,
             )
         else:
             self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")

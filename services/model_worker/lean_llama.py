@@ -211,8 +211,11 @@ class LeanLlama:
         return RowCache(len(self.layers), self.kv_heads, self.head_dim, self.dtype, self.device)
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """transformers' LlamaRMSNorm (normalised in float32, then back), as one fused op."""
-        return weight * F.rms_norm(x.to(torch.float32), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        """transformers' LlamaRMSNorm: normalised in float32, then back. (``F.rms_norm`` is
+        not fused on the CPU and costs more small operations than these.)"""
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
 
     @staticmethod
     def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
