@@ -149,7 +149,10 @@ async def measure(client_fn: Client, clients: int) -> dict:
 
 
 def run_targets(targets: list[Target]) -> None:
-    asyncio.run(measure(targets[0].client, 2))  # warm-up
+    # Warm-up at every level first, for every server alike: the first batch of a new size pays
+    # one-time costs (kernel selection for new shapes, cache growth) that are not serving speed.
+    for n in sorted({n for t in targets for n in t.levels}):
+        asyncio.run(measure(targets[0].client, n))
     # Interleaved per level, so that a change in the machine's load hits the targets alike.
     for n in sorted({n for t in targets for n in t.levels}):
         for target in (t for t in targets if n in t.levels):

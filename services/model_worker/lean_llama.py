@@ -284,7 +284,11 @@ class LeanLlama:
         cache.reserve(rows.stop, total)
         x = F.embedding(ids, self.embed)
         cos, sin = self._rotary(x, positions)
-        mask = self._mask(positions, total)
+        # Keys read per row: up to the longest row for one row (the fused kernel takes strided
+        # input); the whole allocation for several, which keeps each row's keys one contiguous
+        # block (a slice would be copied by every batched product; masked positions add less).
+        span = total if n == 1 else cache.capacity
+        mask = self._mask(positions, span)
         write_rows = torch.arange(rows.start, rows.stop, device=self.device)[:, None]
         heads, kv, g, hd = self.heads, self.kv_heads, self.group, self.head_dim
         for i, layer in enumerate(self.layers):
@@ -297,8 +301,8 @@ class LeanLlama:
             q = qk[:, :, :heads].reshape(n, t, kv, g, hd).permute(0, 2, 3, 1, 4)
             out = self._attend(
                 q.reshape(n, kv, g * t, hd),
-                keys[rows, :, :total],
-                values[rows, :, :total],
+                keys[rows, :, :span],
+                values[rows, :, :span],
                 mask,
             )
             out = out.view(n, kv, g, t, hd).permute(0, 3, 1, 2, 4).reshape(n, t, heads * hd)
