@@ -331,7 +331,7 @@ class WorkerSettings(ModelSettings):
         "(the original's way)",
     )
     limit_model_concurrency: int = Field(
-        32, description="requests decoded at once; more wait in the queue"
+        64, description="requests decoded at once; more wait in the queue"
     )
     max_queue: int = Field(
         256, description="waiting requests beyond this are refused with 429 and Retry-After"

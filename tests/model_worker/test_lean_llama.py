@@ -6,13 +6,14 @@ import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
 from services.model_worker.engine import ModelEngine
-from services.model_worker.lean_llama import LeanLlama, RowCache, supports
+from services.model_worker.lean_llama import LeanLlama, RowCache, prepacks, supports
 from services.model_worker.loader import LoadedModel
 from services.model_worker.prefix_cache import MIN_SHARED_TOKENS
 from services.model_worker.template_choice import conversation_for
@@ -199,3 +200,27 @@ async def test_prefix_cache_and_shared_prompts_keep_the_answers(
     finally:
         plain.shutdown()
         cached.shutdown()
+
+
+@pytest.mark.skipif(
+    not prepacks(torch.bfloat16, "cpu"), reason="no oneDNN bf16 linear on this CPU build"
+)
+def test_bf16_prepacked_weights_give_the_unpacked_logits(tiny_model_dir: Path) -> None:
+    """bf16 on a CPU hands oneDNN prepacked weights: bit-identical to torch's own products,
+    and close to transformers' bf16 forward (whose attention kernel rounds differently)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
+    packed = LeanLlama(model)
+    assert packed.packed
+    with patch("services.model_worker.lean_llama.prepacks", return_value=False):
+        plain = LeanLlama(model)
+    assert not plain.packed
+    prompts = torch.tensor([list(range(3, 40)), list(range(50, 87))])
+    starts = torch.zeros(2, dtype=torch.long)
+    with torch.inference_mode():
+        a = packed.forward(prompts, packed.new_cache(), slice(0, 2), starts)
+        b = plain.forward(prompts, plain.new_cache(), slice(0, 2), starts)
+    assert torch.equal(a, b)
+    reference = reference_logits(model, prompts[0].tolist())
+    assert (a[0] - reference).abs().max() < 0.05 * reference.abs().max()
