@@ -361,6 +361,12 @@ class WorkerSettings(ModelSettings):
         description="decode steps of fewer rows than this run on one CPU thread (memory-bound; "
         "a second thread mostly waits), bigger ones and prefill on all; 0: always all",
     )
+    kv_cache_mb: int = Field(
+        4096,
+        ge=0,
+        description="memory the fast path's running batch may allocate for keys/values; "
+        "requests that would take it past this wait for running ones to finish; 0: no bound",
+    )
     heart_beat_interval: float = Field(
         1.0,
         gt=0,

@@ -106,6 +106,7 @@ def local_engine(
         fast_path=settings.fast_path,
         prefix_cache_mb=settings.prefix_cache_mb,
         single_thread_below=settings.single_thread_below,
+        kv_cache_mb=settings.kv_cache_mb,
     )
 
 

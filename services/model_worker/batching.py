@@ -112,6 +112,7 @@ class BatchScheduler:
         fast_path: bool = True,
         prefix_cache_bytes: int = 0,
         decode_threads_below: int = 0,
+        kv_cache_bytes: int = 0,
     ) -> None:
         self._device = model.device
         self.max_batch_size = max_batch_size
@@ -120,7 +121,9 @@ class BatchScheduler:
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._prefilling: tuple[list[Sequence], Prefill] | None = None
         self._rows: list[Sequence] = []
-        self._batch: Rows = rows_for(model, fast_path, prefix_cache_bytes)
+        self._batch: Rows = rows_for(
+            model, fast_path, prefix_cache_bytes, max_batch_size, kv_cache_bytes
+        )
         self._threads = ComputeThreads(decode_threads_below)
         self._wake = threading.Event()
         self._stopping = False
@@ -263,6 +266,13 @@ class BatchScheduler:
             if not self._waiting or len(self._rows) >= self.max_batch_size:
                 return False
             group = self._take_group()
+            # Within the cache's budget: a smaller group, or (while rows run, which will free
+            # memory) none yet. One request alone always runs.
+            while len(group) > 1 and not self._batch.fits([s.prompt_ids for s in group]):
+                self._waiting.appendleft(group.pop())
+            if self._rows and not self._batch.fits([s.prompt_ids for s in group]):
+                self._waiting.extendleft(reversed(group))
+                return False
             self._prefilling = (group, Prefill([s.prompt_ids for s in group]))
         group, pre = self._prefilling
         try:

@@ -50,6 +50,9 @@ class Rows(Protocol):
 
     def __len__(self) -> int: ...
 
+    def fits(self, prompts: list[list[int]]) -> bool:
+        """Whether these prompts may join now (the cache's memory budget)."""
+
     def advance(self, pre: Prefill, chunk: int) -> torch.Tensor | None:
         """Prefill the next ``chunk`` positions; at the end, each prompt's last logits."""
 
@@ -66,10 +69,17 @@ class Rows(Protocol):
     def clear(self) -> None: ...
 
 
-def rows_for(model: Any, fast_path: bool = True, prefix_cache_bytes: int = 0) -> Rows:
+def rows_for(
+    model: Any,
+    fast_path: bool = True,
+    prefix_cache_bytes: int = 0,
+    max_rows: int = 0,
+    kv_cache_bytes: int = 0,
+) -> Rows:
     """The fast path where the model allows it, else transformers' forward."""
     if fast_path and lean_llama.supports(model):
-        return LeanRows(lean_llama.LeanLlama(model), PrefixCache(prefix_cache_bytes))
+        lean = lean_llama.LeanLlama(model)
+        return LeanRows(lean, PrefixCache(prefix_cache_bytes), max_rows, kv_cache_bytes)
     return TransformersRows(model)
 
 
@@ -83,6 +93,9 @@ class TransformersRows:
 
     def __len__(self) -> int:
         return len(self._batch)
+
+    def fits(self, prompts: list[list[int]]) -> bool:
+        return True
 
     @property
     def next_tokens(self) -> list[int]:
@@ -155,17 +168,32 @@ class LeanRows:
     prefix cache; a group's shared beginning (the system message of every chat) is computed
     once and cached before the group runs."""
 
-    def __init__(self, lean: lean_llama.LeanLlama, prefixes: PrefixCache) -> None:
+    def __init__(
+        self,
+        lean: lean_llama.LeanLlama,
+        prefixes: PrefixCache,
+        max_rows: int = 0,
+        budget_bytes: int = 0,
+    ) -> None:
         self._lean = lean
         self.forward = lean.forward
         self._device = lean.device
-        self._cache = lean.new_cache()
+        self._cache = lean.new_cache(max_rows)
+        self.budget_bytes = budget_bytes
         self.prefixes = prefixes
         self.lengths: list[int] = []
         self.next_tokens: list[int] = []
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def fits(self, prompts: list[list[int]]) -> bool:
+        """Whether these prompts can join without the cache growing past its budget."""
+        if not self.budget_bytes:
+            return True
+        longest = max(max(map(len, prompts)), max(self.lengths, default=0)) + 1
+        rows, positions = self._cache.planned(len(self.lengths) + len(prompts), longest)
+        return rows * positions * self._cache.bytes_per_position <= self.budget_bytes
 
     def _tensor(self, values: list[Any]) -> torch.Tensor:
         return torch.tensor(values, device=self._device)

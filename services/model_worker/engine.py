@@ -189,6 +189,7 @@ class ModelEngine(ServingEngine):
         fast_path: bool = True,
         prefix_cache_mb: int = 0,
         single_thread_below: int = 0,
+        kv_cache_mb: int = 0,
     ) -> None:
         super().__init__(
             model_names,
@@ -217,6 +218,7 @@ class ModelEngine(ServingEngine):
                 fast_path,
                 prefix_cache_mb << 20,
                 single_thread_below,
+                kv_cache_mb << 20,
             )
         else:
             self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")

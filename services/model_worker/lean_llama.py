@@ -123,7 +123,10 @@ class RowCache:
     positions of each row are filled.
     """
 
-    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype: Any, device: Any) -> None:
+    def __init__(
+        self, layers: int, kv_heads: int, head_dim: int, dtype: Any, device: Any, max_rows: int = 0
+    ) -> None:
+        self.max_rows = max_rows  # rows are never allocated beyond this (0: no bound)
         self._shape = (kv_heads, head_dim)
         self._layers, self._dtype, self._device = layers, dtype, device
         self.keys: list[torch.Tensor] = []
@@ -145,16 +148,27 @@ class RowCache:
         self.keys, self.values = fresh[: self._layers], fresh[self._layers :]
         self.capacity = capacity
 
-    def reserve(self, rows: int, length: int) -> None:
-        """Make room for ``rows`` rows of ``length`` positions each."""
+    @property
+    def bytes_per_position(self) -> int:
+        kv, hd = self._shape
+        return 2 * self._layers * kv * hd * torch.empty((), dtype=self._dtype).element_size()
+
+    def planned(self, rows: int, length: int) -> tuple[int, int]:
+        """The (rows, positions) allocated once ``reserve(rows, length)`` has run."""
         have_rows = self.keys[0].shape[0]
-        if rows <= have_rows and length <= self.capacity:
-            return
         new_rows = max(rows, 2 * have_rows, 8) if rows > have_rows else have_rows
+        if self.max_rows:
+            new_rows = max(rows, min(new_rows, self.max_rows))
         new_cap = self.capacity
         if length > self.capacity:
             new_cap = -(-max(length, self.capacity * 3 // 2) // CAPACITY_STEP) * CAPACITY_STEP
-        self._alloc(new_rows, new_cap)
+        return new_rows, new_cap
+
+    def reserve(self, rows: int, length: int) -> None:
+        """Make room for ``rows`` rows of ``length`` positions each."""
+        if rows <= self.keys[0].shape[0] and length <= self.capacity:
+            return
+        self._alloc(*self.planned(rows, length))
 
     def move(self, src: int, dst: int, length: int) -> None:
         """Copy row ``src``'s first ``length`` positions into row ``dst``."""
@@ -207,8 +221,10 @@ class LeanLlama:
             norm_post=layer.post_attention_layernorm.weight,
         )
 
-    def new_cache(self) -> RowCache:
-        return RowCache(len(self.layers), self.kv_heads, self.head_dim, self.dtype, self.device)
+    def new_cache(self, max_rows: int = 0) -> RowCache:
+        return RowCache(
+            len(self.layers), self.kv_heads, self.head_dim, self.dtype, self.device, max_rows
+        )
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """transformers' LlamaRMSNorm: normalised in float32, then back. (``F.rms_norm`` is

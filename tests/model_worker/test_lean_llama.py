@@ -224,3 +224,44 @@ def test_bf16_prepacked_weights_give_the_unpacked_logits(tiny_model_dir: Path) -
     assert torch.equal(a, b)
     reference = reference_logits(model, prompts[0].tolist())
     assert (a[0] - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+async def test_requests_over_the_cache_budget_wait_and_still_answer(
+    tiny: LoadedModel, tiny_model_dir: Path
+) -> None:
+    """Under a key/value budget smaller than the first row's allocation (8 rows of 256
+    positions of 512 bytes: 1 MiB), the first request still runs alone, the second waits for it
+    instead of growing the cache past the budget, and both answers are their greedy ones."""
+    engine = ModelEngine(
+        dataclasses.replace(tiny),
+        ["tiny"],
+        conversation_for(str(tiny_model_dir), tiny.tokenizer),
+        max_batch_size=8,
+        stream_interval=1,
+        kv_cache_mb=1,
+    )
+    rows = engine._scheduler._batch
+    rows.budget_bytes = 600_000  # below one allocation (the setting counts whole MiB)
+    long_prompts = ["The quick brown fox jumps over the lazy dog. " * 22, "0123456789 " * 40]
+
+    def request(prompt: str) -> GenerateParams:
+        return GenerateParams(prompt=prompt, max_new_tokens=20, temperature=0, echo=False)
+
+    try:
+        alone = [(await engine.generate(request(p)))["text"] for p in long_prompts]
+        widest = 0
+
+        async def watch() -> None:
+            nonlocal widest
+            while True:
+                widest = max(widest, len(rows))
+                await asyncio.sleep(0.001)
+
+        watcher = asyncio.create_task(watch())
+        together = await asyncio.gather(*(engine.generate(request(p)) for p in long_prompts))
+        watcher.cancel()
+        assert [r["text"] for r in together] == alone
+        assert widest == 1  # never both at once
+        assert not rows.fits([tiny.tokenizer(long_prompts[0]).input_ids]) or not len(rows)
+    finally:
+        engine.shutdown()
