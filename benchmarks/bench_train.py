@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -85,7 +86,13 @@ def measure(
         request,
         workdir / padding,
         on_event=on_event,
-        options=TrainingOptions(precision=precision, padding=padding, save_total_limit=1),
+        # The baseline as the original ran it: one sample per row under transformers' SDPA.
+        options=TrainingOptions(
+            precision=precision,
+            padding=padding,
+            save_total_limit=1,
+            attention="sdpa" if padding == "max_length" else None,
+        ),
     )
     (t0, s0, n0), (t1, s1, n1) = marks[0], marks[-1]
     return {
@@ -95,6 +102,11 @@ def measure(
         "seconds_per_step": (t1 - t0) / (s1 - s0),
         "tokens_per_step": (n1 - n0) / (s1 - s0),
     }
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident set so far (training runs in-process)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -137,6 +149,8 @@ def main() -> None:
         for padding in ("pack", "max_length"):
             print(f"{padding}: {args.steps} LoRA steps at batch 1 x {args.max_length}", flush=True)
             figures[padding] = measure(request, padding, args.precision, workdir)
+            # Packed runs first, so the peak after it is its own (the padded one's comes after).
+            figures[padding]["peak_rss_gib"] = peak_rss_gib()
             print(f"  {json.dumps({k: round(v, 2) for k, v in figures[padding].items()})}")
 
     packed, padded = figures["pack"], figures["max_length"]
@@ -145,6 +159,10 @@ def main() -> None:
     # reaches (mean sample length / seconds per step); the few steps measured draw few samples.
     padded_long_run = statistics.mean(lengths) / padded["seconds_per_step"]
     print()
+    print(
+        f"peak RSS: packed run {packed['peak_rss_gib']:.2f} GiB (target <= 5); with the padded "
+        f"run after it {padded['peak_rss_gib']:.2f} GiB"
+    )
     print(f"{'batching':<28}{'real tokens/s':>15}{'s/step':>9}{'real tokens/step':>18}")
     for name, key in (("packed rows (ours)", "pack"), ("pad to max_length (orig.)", "max_length")):
         row = figures[key]

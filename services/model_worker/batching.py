@@ -124,7 +124,8 @@ class BatchScheduler:
         self._batch: Rows = rows_for(
             model, fast_path, prefix_cache_bytes, max_batch_size, kv_cache_bytes
         )
-        self._threads = ComputeThreads(decode_threads_below)
+        on_cpu = torch.device(self._device).type == "cpu"
+        self._threads = ComputeThreads(decode_threads_below if on_cpu else 0)
         self._wake = threading.Event()
         self._stopping = False
         self._admitted = 0

@@ -142,7 +142,7 @@ class _TrainingRun:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             checkpoints.clear_staging(self.output_dir)
         precision = resolve_precision(self.options.precision)
-        attention = attention_implementation()
+        attention = self.options.attention or attention_implementation()
         tokenizer, template_name, data = self._prepare_data()
         padding = self.options.padding or ("pack" if self.hp.packing else "longest")
         train_set, eval_set, collator = _datasets(

@@ -44,6 +44,9 @@ class TrainingOptions:
     checkpoint_path: str | None = None
     load_weights: bool = True
     trainer_arguments: dict[str, Any] = field(default_factory=dict)
+    # A transformers attention implementation ("sdpa", "eager") instead of the automatic choice
+    # (benchmarks: the original's padded baseline ran transformers' own SDPA).
+    attention: str | None = None
 
 
 class CamelTrainer(Trainer):
