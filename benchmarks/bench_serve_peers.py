@@ -9,8 +9,9 @@ released together, 64 new tokens each, temperature 0. OpenAI servers (ours via t
 controller, vLLM) are driven by streaming ``/v1/chat/completions`` clients; FastChat's worker and
 ours, straight, by the worker protocol with the chat template applied by us (the same text). Each
 server runs alone on the machine; we report aggregate generated tokens/s and the p95 time to
-first token, and ratios to ours through the controller. ``ours, straight`` vs ``ours, via the
-controller`` is the cost of the controller hop.
+first token, and ratios to ours through the controller. Every server is first warmed up at
+every level; each figure is the median of ``--repeats`` (3) runs. ``ours, straight`` vs
+``ours, via the controller`` is the cost of the controller hop.
 """
 
 from __future__ import annotations
@@ -148,15 +149,22 @@ async def measure(client_fn: Client, clients: int) -> dict:
     }
 
 
-def run_targets(targets: list[Target]) -> None:
+def run_targets(targets: list[Target], repeats: int = 3) -> None:
     # Warm-up at every level first, for every server alike: the first batch of a new size pays
     # one-time costs (kernel selection for new shapes, cache growth) that are not serving speed.
     for n in sorted({n for t in targets for n in t.levels}):
         asyncio.run(measure(targets[0].client, n))
-    # Interleaved per level, so that a change in the machine's load hits the targets alike.
+    # Interleaved per level, so that a change in the machine's load hits the targets alike; each
+    # figure is the run with the median tokens/s of ``repeats`` (this machine's speed drifts by
+    # 10-20% from one minute to the next).
     for n in sorted({n for t in targets for n in t.levels}):
+        runs: dict[str, list[dict]] = {t.name: [] for t in targets}
+        for _ in range(repeats):
+            for target in (t for t in targets if n in t.levels):
+                runs[target.name].append(asyncio.run(measure(target.client, n)))
         for target in (t for t in targets if n in t.levels):
-            target.results[n] = asyncio.run(measure(target.client, n))
+            ordered = sorted(runs[target.name], key=lambda r: r["tokens_per_s"])
+            target.results[n] = ordered[len(ordered) // 2]
             print(f"{target.name}: {n} clients {json.dumps(target.results[n])}", flush=True)
 
 
@@ -295,6 +303,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--fastchat-levels", type=int, nargs="*", default=[1, 16])
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per level; the median counts")
     parser.add_argument("--only", nargs="*", default=["fastchat", "ours", "vllm"])
     parser.add_argument(
         "--ours-dtypes", nargs="+", default=["auto"], help="auto: the worker's own choice"
@@ -313,7 +322,7 @@ def main() -> None:
     for dtype in args.ours_dtypes if "ours" in args.only else []:
         with processes() as start:
             group, texts = ours(start, model, dtype, levels, mt, args.ours_threads)
-            run_targets(group)
+            run_targets(group, args.repeats)
             targets += group
     for peer in (p for p in args.only if p != "ours"):
         with processes() as start:
@@ -324,7 +333,7 @@ def main() -> None:
                 group = fastchat(start, model, texts, args.fastchat_levels, mt, args.ours_threads)
             else:
                 continue
-            run_targets(group)
+            run_targets(group, args.repeats)
             targets += group
     print()
     print(table(targets, levels))
