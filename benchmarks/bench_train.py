@@ -86,12 +86,14 @@ def measure(
         request,
         workdir / padding,
         on_event=on_event,
-        # The baseline as the original ran it: one sample per row under transformers' SDPA.
+        # The baseline as the original ran it: one sample per row under transformers' SDPA, the
+        # model's own loss over every position's logits.
         options=TrainingOptions(
             precision=precision,
             padding=padding,
             save_total_limit=1,
             attention="sdpa" if padding == "max_length" else None,
+            chunked_loss=padding != "max_length",
         ),
     )
     (t0, s0, n0), (t1, s1, n1) = marks[0], marks[-1]

@@ -176,6 +176,7 @@ class _TrainingRun:
         )
         trainer.remove_callback(PrinterCallback)  # our events replace its printed log dicts
         trainer.load_weights = self.options.load_weights
+        trainer.chunked_loss = self.options.chunked_loss
         return self._fit(trainer, resume, cancel, data, (tokenizer, template_name))
 
     def _prepare_data(self) -> tuple[Any, str, PreparedData]:

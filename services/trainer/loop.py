@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
+from services.trainer.chunked_loss import causal_lm_parts, chunked_causal_lm_loss
 from services.trainer.model_setup import Precision
 from shared.training import FineTuneRequest, Hyperparameters
 
@@ -47,6 +48,9 @@ class TrainingOptions:
     # A transformers attention implementation ("sdpa", "eager") instead of the automatic choice
     # (benchmarks: the original's padded baseline ran transformers' own SDPA).
     attention: str | None = None
+    # The loss over trained positions in checkpointed chunks (``chunked_loss``); False: the
+    # model's own loss over full logits (the original's).
+    chunked_loss: bool = True
 
 
 class CamelTrainer(Trainer):
@@ -57,6 +61,7 @@ class CamelTrainer(Trainer):
     """
 
     load_weights: bool = True
+    chunked_loss: bool = True
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         if self.load_weights:
@@ -67,9 +72,28 @@ class CamelTrainer(Trainer):
         if real_tokens is not None and model.training:
             count = torch.as_tensor(real_tokens, device=self.args.device, dtype=torch.int64)
             self.state.num_input_tokens_seen += int(self.accelerator.gather(count).sum().item())
+        parts = self._chunked_loss_parts(model, inputs, return_outputs)
+        if parts is not None:
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            with self.accelerator.autocast():
+                return chunked_causal_lm_loss(*parts, inputs, labels, num_items_in_batch)
         return super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )
+
+    def _chunked_loss_parts(self, model: Any, inputs: dict, return_outputs: bool) -> Any:
+        """(decoder, head) when the chunked loss applies: training one process without
+        DeepSpeed/FSDP (their wrappers must run the forward), transformers' own loss, labels."""
+        if not (self.chunked_loss and model.training and not return_outputs):
+            return None
+        if "labels" not in inputs or self.label_smoother or self.compute_loss_func:
+            return None
+        if self.accelerator.num_processes != 1 or self.is_deepspeed_enabled:
+            return None
+        if self.is_fsdp_enabled:
+            return None
+        return causal_lm_parts(self.accelerator.unwrap_model(model))
 
 
 def optimizer_name(method: str) -> str:
