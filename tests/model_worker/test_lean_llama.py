@@ -119,7 +119,9 @@ def test_which_models_take_the_fast_path(tiny: LoadedModel) -> None:
     assert not supports(windowed)
 
 
-def make_engine(tiny: LoadedModel, tiny_model_dir: Path, fast_path: bool) -> ModelEngine:
+def make_engine(
+    tiny: LoadedModel, tiny_model_dir: Path, fast_path: bool = True, **kwargs: Any
+) -> ModelEngine:
     conv = conversation_for(str(tiny_model_dir), tiny.tokenizer)
     return ModelEngine(
         dataclasses.replace(tiny),
@@ -128,6 +130,7 @@ def make_engine(tiny: LoadedModel, tiny_model_dir: Path, fast_path: bool) -> Mod
         max_batch_size=8,
         stream_interval=1,
         fast_path=fast_path,
+        **kwargs,
     )
 
 
@@ -172,14 +175,7 @@ async def test_prefix_cache_and_shared_prompts_keep_the_answers(
         for q in [*questions, questions[0]]
     ]
     plain = make_engine(tiny, tiny_model_dir, fast_path=False)
-    cached = ModelEngine(
-        dataclasses.replace(tiny),
-        ["tiny"],
-        conversation_for(str(tiny_model_dir), tiny.tokenizer),
-        max_batch_size=8,
-        stream_interval=1,
-        prefix_cache_mb=16,
-    )
+    cached = make_engine(tiny, tiny_model_dir, prefix_cache_mb=16)
     rows = cached._scheduler._batch
     try:
 
@@ -232,14 +228,7 @@ async def test_requests_over_the_cache_budget_wait_and_still_answer(
     """Under a key/value budget smaller than the first row's allocation (8 rows of 256
     positions of 512 bytes: 1 MiB), the first request still runs alone, the second waits for it
     instead of growing the cache past the budget, and both answers are their greedy ones."""
-    engine = ModelEngine(
-        dataclasses.replace(tiny),
-        ["tiny"],
-        conversation_for(str(tiny_model_dir), tiny.tokenizer),
-        max_batch_size=8,
-        stream_interval=1,
-        kv_cache_mb=1,
-    )
+    engine = make_engine(tiny, tiny_model_dir, kv_cache_mb=1)
     rows = engine._scheduler._batch
     rows.budget_bytes = 600_000  # below one allocation (the setting counts whole MiB)
     long_prompts = ["The quick brown fox jumps over the lazy dog. " * 22, "0123456789 " * 40]

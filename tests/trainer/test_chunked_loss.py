@@ -6,24 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from services.trainer.chunked_loss import causal_lm_parts, chunked_causal_lm_loss
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        use_cache=False,
-    )
-    return LlamaForCausalLM(config)
+from tests.trainer.test_varlen_attention import tiny_llama
 
 
 def batch() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -43,7 +28,7 @@ def batch() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 def test_value_and_gradients_equal_transformers_loss(
     lora: bool, num_items: int | None, chunk: int
 ) -> None:
-    reference, chunked = tiny_llama(), tiny_llama()
+    reference, chunked = tiny_llama("sdpa"), tiny_llama("sdpa")
     if lora:
         config = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "gate_proj"])
         reference, chunked = get_peft_model(reference, config), get_peft_model(chunked, config)
