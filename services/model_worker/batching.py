@@ -43,7 +43,6 @@ class Sequence:
     decoder: SequenceDecoder
     emit: Emit
     cancelled: threading.Event = field(default_factory=threading.Event)
-    prefilled: int = 0
     submitted_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     on_done: Callable[[], None] | None = None
@@ -303,7 +302,7 @@ class BatchScheduler:
         now = time.monotonic()
         keep, chunks = [], []
         for i, (seq, (token, logprob)) in enumerate(zip(group, choices, strict=True)):
-            seq.prefilled, seq.first_token_at = len(seq.prompt_ids), now
+            seq.first_token_at = now
             chunk = seq.decoder.add(token, logprob)
             if seq.decoder.finished:
                 seq.finish(chunk)

@@ -260,13 +260,8 @@ class LeanRows:
         first = len(self.lengths)
         self._cache.reserve(first + len(keep), max(lengths[i] for i in keep) + 1)
         for offset, i in enumerate(keep):
-            n, slot = lengths[i], pre.slots[i]
-            for mine, theirs in zip(
-                (*self._cache.keys, *self._cache.values),
-                (*staged.keys, *staged.values),
-                strict=True,
-            ):
-                mine[first + offset, :, :n] = theirs[slot, :, :n]
+            n = lengths[i]
+            self._cache.copy_row(staged, pre.slots[i], first + offset, n)
             self.lengths.append(n)
             self.next_tokens.append(next_tokens[i])
 
@@ -284,7 +279,7 @@ class LeanRows:
         holes = sorted(i for i in gone if i < left)
         movers = [i for i in range(left, n) if i not in set(gone)]
         for hole, mover in zip(holes, movers, strict=True):
-            self._cache.move(mover, hole, self.lengths[mover])
+            self._cache.copy_row(self._cache, mover, hole, self.lengths[mover])
             order[hole] = mover
         order = order[:left]
         self.lengths = [self.lengths[i] for i in order]

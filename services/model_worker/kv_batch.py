@@ -37,12 +37,6 @@ class KVBatch:
     def length(self) -> int:
         return 0 if self.mask is None else self.mask.shape[1]
 
-    def add(self, cache: Any, length: int, next_token: int) -> None:
-        """Append a prefilled single-sequence cache (no padding, ``length`` positions)."""
-        device = cache.layers[0].keys.device
-        row_mask = torch.ones((1, length), dtype=torch.long, device=device)
-        self.merge(KVBatch.of(cache, row_mask, [length], [next_token]))
-
     @classmethod
     def of(
         cls, cache: Any, mask: torch.Tensor, positions: list[int], next_tokens: list[int]

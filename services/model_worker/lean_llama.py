@@ -170,10 +170,12 @@ class RowCache:
             return
         self._alloc(*self.planned(rows, length))
 
-    def move(self, src: int, dst: int, length: int) -> None:
-        """Copy row ``src``'s first ``length`` positions into row ``dst``."""
-        for buf in (*self.keys, *self.values):
-            buf[dst, :, :length] = buf[src, :, :length]
+    def copy_row(self, source: RowCache, src: int, dst: int, length: int) -> None:
+        """Copy row ``src`` of ``source`` (this cache or another of the same model), its first
+        ``length`` positions, into row ``dst``."""
+        mine, theirs = (*self.keys, *self.values), (*source.keys, *source.values)
+        for buf, other in zip(mine, theirs, strict=True):
+            buf[dst, :, :length] = other[src, :, :length]
 
     def shrink(self) -> None:
         """The batch is empty: give back the memory a long sequence made it take (a short

@@ -32,19 +32,22 @@ def reference_logits(model: Any, ids: list[int]) -> torch.Tensor:
         return model(input_ids=torch.tensor([ids])).logits[0, -1].float()
 
 
-def tiny_qwen2() -> Any:
-    """Qwen2: biases on q/k/v, tied embeddings, no sliding window."""
+def tiny_qwen2(**overrides: Any) -> Any:
+    """Qwen2: biases on q/k/v, tied embeddings, no sliding window (unless overridden)."""
     torch.manual_seed(0)
     config = Qwen2Config(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        use_sliding_window=False,
+        **{
+            "vocab_size": 256,
+            "hidden_size": 64,
+            "intermediate_size": 96,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 128,
+            "tie_word_embeddings": True,
+            "use_sliding_window": False,
+            **overrides,
+        }
     )
     model = Qwen2ForCausalLM(config).eval()
     with torch.no_grad():  # random init leaves the biases at zero; make them count
@@ -104,19 +107,7 @@ def test_which_models_take_the_fast_path(tiny: LoadedModel) -> None:
     assert supports(tiny_qwen2())
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
     assert not supports(gpt2)
-    windowed = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            use_sliding_window=True,
-            sliding_window=16,
-        )
-    )
-    assert not supports(windowed)
+    assert not supports(tiny_qwen2(use_sliding_window=True, sliding_window=16))
 
 
 def make_engine(
