@@ -5,7 +5,8 @@ Where the folder's ``tokenizer.json`` is all there is to the tokenizer (a plain 
 whose config adds no BOS/EOS rule of its own), it is loaded with ``tokenizers`` alone: importing
 transformers pulls in torch, which cost the ingestor seconds at start and about 0.3 GB of memory
 for nothing. Anything else goes through ``AutoTokenizer``. Both count the same tokens
-(tests/ingestor/test_split.py compares them).
+(tests/ingestor/test_split.py compares them). Byte-level BPE tokenizers of GPT-2's kind count
+by cached regex pieces instead of encoding (``word_counts.py``), with the same result.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from services.ingestor.rules.word_counts import PieceCounter
 
 # Tokenizer classes that are tokenizer.json as it stands (transformers 5 and 4 names).
 PLAIN_FAST_CLASSES = {
@@ -59,6 +62,7 @@ class TurnTokenCounter:
         if self._backend is not None:
             self._backend.no_truncation()
             self._backend.no_padding()
+        self._pieces = PieceCounter.of(self._backend)
 
     @property
     def name(self) -> str:
@@ -69,6 +73,8 @@ class TurnTokenCounter:
     def count(self, texts: list[str]) -> list[int]:
         if not texts:
             return []
+        if self._pieces is not None:
+            return self._pieces.count(texts)
         if self._backend is not None:
             encodings = self._backend.encode_batch_fast(texts, add_special_tokens=True)
             return [len(e) for e in encodings]
