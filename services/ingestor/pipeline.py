@@ -293,7 +293,7 @@ def _split(
     progress(0)
     for name, path in filtered:
         split_counts = split_file(
-            path, store, build.counter, build.max_length, on_progress=progress
+            path, store, build.counter, build.max_length, progress, build.map_fn
         )
         progress.advance(split_counts.conversations.received)
         build.reports[name].split = split_counts

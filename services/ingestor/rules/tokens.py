@@ -48,6 +48,7 @@ class TurnTokenCounter:
 
     def __init__(self, tokenizer_path: str | Path, *, plain: bool = True) -> None:
         self.path = str(tokenizer_path)
+        self.plain = plain
         self._tokenizer: Any = None
         file = plain_tokenizer_file(Path(self.path).expanduser()) if plain else None
         if file is not None:
@@ -63,6 +64,11 @@ class TurnTokenCounter:
             self._backend.no_truncation()
             self._backend.no_padding()
         self._pieces = PieceCounter.of(self._backend)
+        _LOADED[(self.path, plain)] = self
+
+    def task(self, texts: list[str]) -> tuple[str, bool, list[str]]:
+        """``texts`` to count with ``count_turns`` in another process."""
+        return (self.path, self.plain, texts)
 
     @property
     def name(self) -> str:
@@ -80,3 +86,15 @@ class TurnTokenCounter:
             return [len(e) for e in encodings]
         ids = self._tokenizer(texts, add_special_tokens=True)["input_ids"]
         return [len(x) for x in ids]
+
+
+# The counters loaded in this process, so that pool processes load a tokenizer once per run.
+_LOADED: dict[tuple[str, bool], TurnTokenCounter] = {}
+
+
+def count_turns(task: tuple[str, bool, list[str]]) -> list[int]:
+    """``TurnTokenCounter(path, plain=plain).count(texts)`` for ``(path, plain, texts)``, with
+    the counter this process already holds for that tokenizer: a task for a process pool."""
+    path, plain, texts = task
+    counter = _LOADED.get((path, plain)) or TurnTokenCounter(path, plain=plain)
+    return counter.count(texts)

@@ -54,7 +54,8 @@ class PieceCounter:
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
-        self.added = [token.content for token in backend.get_added_tokens_decoder().values()]
+        added = [token.content for token in backend.get_added_tokens_decoder().values()]
+        self.added = re.compile("|".join(map(re.escape, added))) if added else None
         self.extra = (
             backend.post_processor.num_special_tokens_to_add(False)
             if (backend.post_processor)
@@ -70,7 +71,7 @@ class PieceCounter:
         return cls(backend)
 
     def _by_pieces(self, text: str) -> bool:
-        return text.isascii() and not any(token in text for token in self.added)
+        return text.isascii() and (self.added is None or self.added.search(text) is None)
 
     def count(self, texts: list[str]) -> list[int]:
         """Token counts of ``texts`` with the tokenizer's special tokens, as
