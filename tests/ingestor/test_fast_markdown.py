@@ -12,6 +12,7 @@ from pathlib import Path
 import markdownify
 import pytest
 
+from services.ingestor.formats import fast_markdown
 from services.ingestor.formats.fast_markdown import Unsupported, markdownify_fast
 from services.ingestor.formats.sharegpt import html_to_markdown
 
@@ -129,3 +130,68 @@ def test_chatgpt_page_markup_matches_markdownify() -> None:
         for turn in bench_ingest_peers.record(rng, i)["conversations"]:
             html = turn["value"]
             assert markdownify_fast(html) == markdownify.markdownify(html), html
+
+
+PLAIN_PIECES = [
+    '<DIV Class="a b">',
+    '<p\n  id="x"\tdata-x="1">',
+    "<input disabled>",
+    '<a href="">',
+    "<br />",
+    '<img src="s"/>',
+    '<span a="1" a="2">',
+    '<svg:rect x:y="z">',
+    "</DIV>",
+    "</b>",
+    "&AMP;",
+    "&notanentity;",
+    "&#X41;",
+    "&#0;",
+    "&#1114112;",
+    "\r\n",
+    "text > more",
+]
+
+
+def _tree(node: object) -> object:
+    if getattr(node, "name", None) is None:
+        return node.text  # type: ignore[attr-defined]
+    children = [_tree(child) for child in node.children]  # type: ignore[attr-defined]
+    return (node.name, sorted(node.attrs.items()), children)  # type: ignore[attr-defined]
+
+
+def _html_parser_tree(html: str) -> object:
+    builder = fast_markdown.TreeBuilder()
+    builder.feed(html)
+    builder.close()
+    builder.end_data()
+    return _tree(builder.root)
+
+
+def test_plain_markup_builds_the_tree_html_parser_builds() -> None:
+    """Where the plain tokenizer accepts markup, its tree is html.parser's, node for node."""
+    rng = random.Random(5)
+    soups = [tag_soup(rng) for _ in range(2000)]
+    soups += ["".join(rng.choices(PLAIN_PIECES + TEXTS, k=12)) for _ in range(2000)]
+    pages = [
+        t["value"] for i in range(100) for t in bench_ingest_peers.record(rng, i)["conversations"]
+    ]
+    assert all(fast_markdown.TreeBuilder().feed_plain(html) for html in pages)
+    plain = 0
+    for html in soups + pages:
+        builder = fast_markdown.TreeBuilder()
+        try:
+            accepted = builder.feed_plain(html)
+        except Unsupported:
+            continue
+        if accepted:
+            plain += 1
+            builder.end_data()
+            assert _tree(builder.root) == _html_parser_tree(html), html
+    assert plain > 1000
+
+
+def test_markup_outside_the_plain_subset_goes_to_html_parser() -> None:
+    for html in ["a < b", "<a href='x'>", "<a href=x>", "&amp x", "</ b>", '<a b = "c">', "&#65a;"]:
+        assert not fast_markdown.TreeBuilder().feed_plain(html)
+        assert markdownify_fast(html) == markdownify.markdownify(html)

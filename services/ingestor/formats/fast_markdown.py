@@ -18,6 +18,7 @@ tests/test_fast_markdown.py on fixtures and on generated ChatGPT-page markup.
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from typing import Any
 
@@ -85,6 +86,22 @@ _BLOCK_INSIDE = frozenset(
         "th",
     ]
 )
+# The well-formed markup that html.parser (convert_charrefs=False) reads as text runs, tags with
+# double-quoted attribute values free of markup characters, end tags and ';'-terminated
+# references; each alternative is a case of its parse_starttag/parse_endtag/goahead whose events
+# are plain to read off (tests/ingestor/test_fast_markdown.py compares the trees).
+_SPACE = " \t\n\r\f"
+PLAIN_MARKUP = re.compile(
+    rf"""(?P<text>[^<&]+)
+    |<(?P<start>[a-zA-Z][a-zA-Z0-9]*)
+      (?P<attrs>(?:[{_SPACE}]+[a-zA-Z_:][-a-zA-Z0-9_:.]*(?:="[^"<>&]*")?)*)
+      [{_SPACE}]*(?P<selfclosing>/?)>
+    |</(?P<end>[a-zA-Z][a-zA-Z0-9]*)>
+    |&(?P<entity>[a-zA-Z][a-zA-Z0-9]*);
+    |&\#(?P<charref>[0-9]+|[xX][0-9a-fA-F]+);""",
+    re.VERBOSE,
+)
+PLAIN_ATTRIBUTE = re.compile(r'([a-zA-Z_:][-a-zA-Z0-9_:.]*)(?:="([^"]*)")?')
 _ENTITIES = EntitySubstitution.HTML_ENTITY_TO_CHARACTER
 _dereference = BeautifulSoupHTMLParser._dereference_numeric_character_reference
 
@@ -177,6 +194,32 @@ class TreeBuilder(HTMLParser):
             text = "\n" if "\n" in text else " "
         self._append(Text(text, self.stack[-1]))
 
+    def feed_plain(self, html: str) -> bool:
+        """Build the tree of markup in ``PLAIN_MARKUP``'s subset, where html.parser would deliver
+        the same events, without html.parser's per-token work; False (the tree half built) at
+        the first construct outside it, for which the caller parses with ``feed``."""
+        position = 0
+        for match in PLAIN_MARKUP.finditer(html):
+            if match.start() != position:
+                return False
+            position = match.end()
+            kind = match.lastgroup
+            if kind == "text":
+                self.data.append(match["text"])
+            elif kind == "selfclosing":  # the last group of a start tag
+                attrs = [(k.lower(), v) for k, v in PLAIN_ATTRIBUTE.findall(match["attrs"])]
+                if match["selfclosing"]:
+                    self.handle_startendtag(match["start"].lower(), attrs)
+                else:
+                    self.handle_starttag(match["start"].lower(), attrs)
+            elif kind == "end":
+                self.handle_endtag(match["end"].lower())
+            elif kind == "entity":
+                self.handle_entityref(match["entity"])
+            else:
+                self.handle_charref(match["charref"])
+        return position == len(html)
+
     def handle_starttag(self, tag: str, attrs: list, closes: bool = True) -> None:
         if tag in UNSUPPORTED_TAGS:
             raise Unsupported(tag)
@@ -229,6 +272,10 @@ class TreeBuilder(HTMLParser):
 
 
 def parse(html: str) -> Element:
+    builder = TreeBuilder()
+    if builder.feed_plain(html):
+        builder.end_data()
+        return builder.root
     builder = TreeBuilder()
     try:
         builder.feed(html)
@@ -310,8 +357,10 @@ class FastConverter(MarkdownConverter):
         if "pre" not in parent_tags:
             if self.options["wrap"]:
                 raise Unsupported("wrap")
-            text = re_newline_whitespace.sub("\n", text)
-            text = re_whitespace.sub(" ", text)
+            if "\n" in text or "\r" in text:
+                text = re_newline_whitespace.sub("\n", text)
+            if "\t" in text or "  " in text:
+                text = re_whitespace.sub(" ", text)
         if "_noformat" not in parent_tags:
             text = self.escape(text, parent_tags)
         if _remove_outside(el.prev) or (_remove_inside(el.parent) and el.prev is None):
