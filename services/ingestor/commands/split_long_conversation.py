@@ -64,8 +64,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         records = SlicedRecords(args.in_file, args.begin, args.end)
         samples = split_records(_valid(records, counts), counter, settings.max_length, counts)
         with atomic_json_list(args.out_file) as writer:
-            for sample, _cost in samples:
-                writer.write(sample)
+            for line, _cost in samples:
+                writer.write_line(line.decode())
     except DataInputError as exc:
         return fail(exc)
     conversations = counts.conversations

@@ -66,10 +66,6 @@ class TurnTokenCounter:
         self._pieces = PieceCounter.of(self._backend)
         _LOADED[(self.path, plain)] = self
 
-    def task(self, texts: list[str]) -> tuple[str, bool, list[str]]:
-        """``texts`` to count with ``count_turns`` in another process."""
-        return (self.path, self.plain, texts)
-
     @property
     def name(self) -> str:
         if self._tokenizer is None:
@@ -92,9 +88,7 @@ class TurnTokenCounter:
 _LOADED: dict[tuple[str, bool], TurnTokenCounter] = {}
 
 
-def count_turns(task: tuple[str, bool, list[str]]) -> list[int]:
-    """``TurnTokenCounter(path, plain=plain).count(texts)`` for ``(path, plain, texts)``, with
-    the counter this process already holds for that tokenizer: a task for a process pool."""
-    path, plain, texts = task
-    counter = _LOADED.get((path, plain)) or TurnTokenCounter(path, plain=plain)
-    return counter.count(texts)
+def counter_for(path: str, plain: bool) -> TurnTokenCounter:
+    """The counter this process holds for a tokenizer, loaded on first use (pool processes load
+    each tokenizer once per run)."""
+    return _LOADED.get((path, plain)) or TurnTokenCounter(path, plain=plain)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from services.ingestor.files.quarantine import RejectedLog
 from services.ingestor.files.readers import RawUnit, read_units
-from services.ingestor.files.writers import jsonl_line
+from services.ingestor.files.writers import scratch_line
 from services.ingestor.formats.records import derived_uuid4, normalized, structure_problem
 from services.ingestor.rules.language import (
     LanguagePolicy,
@@ -95,7 +95,7 @@ def filter_conv_file(
 ) -> StageCounts:
     """Filter one ``*_conv.json``/``.jsonl`` into ``out_file`` (JSON Lines)."""
     tally = Tally(STAGE, name, rejected, on_progress)
-    with out_file.open("w", encoding="utf-8") as out:
+    with out_file.open("wb") as out:
         for record in filter_units(read_units(conv_file), conv_file.name, policy, map_fn, tally):
-            out.write(jsonl_line(record))
+            out.write(scratch_line(record))
     return tally.finish()

@@ -3,27 +3,27 @@ file whose line offsets are kept so the merge can shuffle without loading the sa
 
 The unit counted is one conversation (kept when at least one sample comes out of it); rounds
 dropped for size and trailing turns are counted beside it. Turns are counted by the pool's
-processes, a conversation a task, while this process splits and writes.
+processes, a conversation a task (read from its JSON line, counted, split and written back as
+JSON lines there), while this process only stores the lines.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.ingestor.files.writers import jsonl_line
 from services.ingestor.rules.splitting import split_conversation, turn_costs
-from services.ingestor.rules.tokens import TurnTokenCounter, count_turns
+from services.ingestor.rules.tokens import TurnTokenCounter, counter_for
 from services.ingestor.stages.counts import StageCounts
-from services.ingestor.stages.parallel import OrderedMap, batched
+from services.ingestor.stages.parallel import OrderedMap
 
 STAGE = "split"
-BATCH_CONVERSATIONS = 256
+PROGRESS_EVERY = 256  # conversations
 
 
 @dataclass
@@ -57,10 +57,11 @@ class SampleStore:
         self.offsets = array("Q")
         self.lengths = array("I")
 
-    def add(self, sample: dict[str, Any], length: int) -> None:
+    def add(self, line: bytes, length: int) -> None:
+        """Append one sample given as a JSON line (``jsonl_line``, encoded)."""
         self.offsets.append(self._file.tell())
         self.lengths.append(length)
-        self._file.write(jsonl_line(sample).encode())
+        self._file.write(line)
 
     def close(self) -> None:
         self._file.close()
@@ -69,58 +70,64 @@ class SampleStore:
         return len(self.offsets)
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open("rb") as f:
-        for line in f:
-            yield json.loads(line)
+class SplitTask(NamedTuple):
+    tokenizer: tuple[str, bool]  # TurnTokenCounter's (path, plain)
+    max_length: int
+    record: dict[str, Any] | bytes  # a conversation, or its JSON line
 
 
-def _paired_texts(record: dict[str, Any]) -> list[str]:
+class SplitOutcome(NamedTuple):
+    lines: list[bytes]  # the samples, as JSON lines
+    lengths: list[int]
+    reason: str | None
+    rounds: int
+    oversized_rounds: int
+    trailing_turn_dropped: bool
+
+
+def split_task(task: SplitTask) -> SplitOutcome:
+    """One conversation counted, split and serialized: a task for a pool process."""
+    record = json.loads(task.record) if isinstance(task.record, bytes) else task.record
     turns = record["conversations"]
-    return [t["value"] for t in turns[: len(turns) // 2 * 2]]
-
-
-def _counted(
-    records: Iterable[dict[str, Any]], counter: TurnTokenCounter, map_fn: OrderedMap | None
-) -> Iterator[tuple[dict[str, Any], list[int]]]:
-    """``(record, token count of each paired turn)``: counted in the pool processes of
-    ``map_fn`` a conversation at a time, or here a batch at a time."""
-    if map_fn is not None:
-        ahead, behind = itertools.tee(records)
-        tasks = (counter.task(_paired_texts(record)) for record in ahead)
-        yield from zip(behind, map_fn(count_turns, tasks), strict=True)
-        return
-    for batch in batched(records, BATCH_CONVERSATIONS):
-        token_counts = iter(counter.count([t for r in batch for t in _paired_texts(r)]))
-        for record in batch:
-            paired = len(record["conversations"]) // 2 * 2
-            yield record, list(itertools.islice(token_counts, paired))
+    texts = [t["value"] for t in turns[: len(turns) // 2 * 2]]
+    token_counts = counter_for(*task.tokenizer).count(texts)
+    result = split_conversation(record, turn_costs(token_counts), task.max_length)
+    lines = [jsonl_line(sample).encode() for sample in result.samples]
+    return SplitOutcome(
+        lines,
+        result.lengths,
+        result.reason,
+        result.rounds,
+        result.oversized_rounds,
+        result.trailing_turn_dropped,
+    )
 
 
 def split_records(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[dict[str, Any] | bytes],
     counter: TurnTokenCounter,
     max_length: int,
     counts: SplitCounts,
     on_progress: Callable[[int], None] | None = None,
     map_fn: OrderedMap | None = None,
-) -> Iterator[tuple[dict[str, Any], int]]:
-    """``(sample, token cost)`` for every sample of a stream of valid conversations, counted in
-    ``counts``. Shared by the pipeline and ``python -m
+) -> Iterator[tuple[bytes, int]]:
+    """``(sample as a JSON line, token cost)`` for every sample of a stream of valid
+    conversations (records or their JSON lines), counted in ``counts``; the work runs in the
+    pool processes of ``map_fn`` (here without one). Shared by the pipeline and ``python -m
     services.ingestor.split_long_conversation``."""
-    for done, (record, token_counts) in enumerate(_counted(records, counter, map_fn), 1):
-        result = split_conversation(record, turn_costs(token_counts), max_length)
-        counts.trailing_turns_dropped += int(result.trailing_turn_dropped)
-        counts.rounds.keep(result.rounds - result.oversized_rounds)
-        counts.rounds.drop("oversized_round", result.oversized_rounds)
-        if result.reason:
-            counts.conversations.drop(result.reason)
+    tasks = (SplitTask((counter.path, counter.plain), max_length, r) for r in records)
+    outcomes = (map_fn or map)(split_task, tasks)
+    for done, outcome in enumerate(outcomes, 1):
+        counts.trailing_turns_dropped += int(outcome.trailing_turn_dropped)
+        counts.rounds.keep(outcome.rounds - outcome.oversized_rounds)
+        counts.rounds.drop("oversized_round", outcome.oversized_rounds)
+        if outcome.reason:
+            counts.conversations.drop(outcome.reason)
         else:
             counts.conversations.keep()
-            for sample, length in zip(result.samples, result.lengths, strict=True):
-                counts.samples += 1
-                yield sample, length
-        if on_progress and done % BATCH_CONVERSATIONS == 0:
+            counts.samples += len(outcome.lines)
+            yield from zip(outcome.lines, outcome.lengths, strict=True)
+        if on_progress and done % PROGRESS_EVERY == 0:
             on_progress(counts.conversations.received)
     if on_progress:
         on_progress(counts.conversations.received)
@@ -136,8 +143,7 @@ def split_file(
 ) -> SplitCounts:
     """Split every conversation of a filtered JSON Lines file into ``store``."""
     counts = SplitCounts()
-    for sample, length in split_records(
-        _read_jsonl(filtered), counter, max_length, counts, on_progress, map_fn
-    ):
-        store.add(sample, length)
+    with filtered.open("rb") as lines:
+        for line, length in split_records(lines, counter, max_length, counts, on_progress, map_fn):
+            store.add(line, length)
     return counts
