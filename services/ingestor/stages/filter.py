@@ -70,6 +70,8 @@ def filter_units(
     is counted in ``tally``. Shared by the pipeline and ``python -m
     services.ingestor.optional_clean``. ``name`` seeds the ids of records without one."""
     to_detect, candidates = itertools.tee(_candidates(units, name, policy))
+    if not policy.needs_detection:  # nothing for the pool to do: shipping None costs time
+        map_fn = map
     codes = map_fn(detect_sample, (c.sample for c in to_detect))
     for candidate, code in zip(candidates, codes, strict=True):
         reason = candidate.reason

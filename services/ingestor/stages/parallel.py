@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-BATCH_SIZE = 1024
-CHUNK_SIZE = 16
+BATCH_SIZE = 2048
+CHUNK_SIZE = 64
 
 OrderedMap = Callable[[Callable[[T], R], Iterable[T]], Iterator[R]]
 

@@ -54,14 +54,15 @@ class SampleStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = path.open("wb")
+        self._end = 0  # bytes written (tell() would flush the buffer)
         self.offsets = array("Q")
         self.lengths = array("I")
 
     def add(self, line: bytes, length: int) -> None:
         """Append one sample given as a JSON line (``jsonl_line``, encoded)."""
-        self.offsets.append(self._file.tell())
+        self.offsets.append(self._end)
         self.lengths.append(length)
-        self._file.write(line)
+        self._end += self._file.write(line)
 
     def close(self) -> None:
         self._file.close()
