@@ -6,30 +6,37 @@ building encodings (a normalized copy with per-byte alignments, a token string p
 count throws away. A byte-level BPE tokenizer whose ``tokenizer.json`` has no normalizer, the
 ``ByteLevel`` pre-tokenizer with GPT-2's regex and a plain BPE model (no dropout) encodes each
 regex piece of a text on its own, so a text's count is the sum of its pieces' counts (plus what
-the post-processor adds, a constant). Pieces repeat (words, indentation, punctuation), so their
-counts are cached, and the tokenizer only encodes pieces not seen yet.
+the post-processor adds, a constant). Pieces repeat, so counts are cached and the tokenizer only
+encodes what it has not seen.
 
-The pieces come from the standard library's ``re`` with GPT-2's pattern written for ASCII
-(``\\p{L}`` is ``[A-Za-z]`` there, ``\\p{N}`` is ``[0-9]`` and ``\\s`` the six ASCII spaces).
-Texts with other characters, or holding an added token's text (which the tokenizer matches
-before splitting), are encoded by the tokenizer as before. tests/ingestor/test_word_counts.py
-checks the counts against ``encode_batch_fast`` on generated ASCII text.
+The regex (``'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+``)
+never puts whitespace inside a piece of non-whitespace, so on ASCII text (where ``\\s`` is the
+six ASCII spaces) a text is words (runs of non-whitespace) and whitespace runs, and:
+
+- a word after one plain space is the pieces of ``" " + word`` (the space joins its first
+  piece), any other word the pieces of ``word``; a word ends its last piece either way;
+- a whitespace run between words, other than one plain space, is the piece ``run[:-1]`` (when
+  not empty) and then either a space that joins the next word, or ``run[-1]`` as a piece;
+- a whitespace run that ends the text is one piece.
+
+So counting takes one regex split at the whitespace runs that are not one plain space, a
+``str.split(" ")`` of what is between them and cached counts of words (with and without the
+space) and runs. Texts with other characters, or holding an added token's text (which the
+tokenizer matches before splitting), are encoded by the tokenizer as before.
+tests/ingestor/test_word_counts.py checks the counts against ``encode_batch_fast`` on generated
+ASCII text.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from itertools import chain
 from typing import Any
 
-_SPACE = r" \t\n\x0b\x0c\r"
-# GPT-2's pre-tokenizer: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-ASCII_PIECES = re.compile(
-    rf"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_SPACE}A-Za-z0-9]+"
-    rf"|[{_SPACE}]+(?![^{_SPACE}])|[{_SPACE}]+"
-)
-MAX_CACHED_PIECES = 200_000  # ~30 MB of strings and dict slots; cleared when full
+# Whitespace runs other than one plain space between words (a lone space at either end of a
+# text is left in place: an empty first or last word accounts for it).
+OTHER_WHITESPACE = re.compile(r"([\t\n\r\x0b\x0c][ \t\n\r\x0b\x0c]*| [ \t\n\r\x0b\x0c]+)")
+MAX_CACHED = 200_000  # words and runs (~30 MB); the caches are cleared when full
 
 
 def counts_by_pieces(tokenizer_json: dict[str, Any]) -> bool:
@@ -48,20 +55,32 @@ def counts_by_pieces(tokenizer_json: dict[str, Any]) -> bool:
     )
 
 
+class _Counts(dict):
+    """Token counts of ``prefix + key``, encoded on first use."""
+
+    def __init__(self, backend: Any, prefix: str) -> None:
+        super().__init__()
+        self.backend = backend
+        self.prefix = prefix
+
+    def __missing__(self, key: str) -> int:
+        count = len(self.backend.encode(self.prefix + key, add_special_tokens=False))
+        self[key] = count
+        return count
+
+
 class PieceCounter:
-    """Counts tokens of texts with a cache of piece counts; ``backend`` is a
-    ``tokenizers.Tokenizer`` for which ``counts_by_pieces`` holds."""
+    """Counts tokens of texts from cached counts of their words and whitespace runs;
+    ``backend`` is a ``tokenizers.Tokenizer`` for which ``counts_by_pieces`` holds."""
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         added = [token.content for token in backend.get_added_tokens_decoder().values()]
         self.added = re.compile("|".join(map(re.escape, added))) if added else None
-        self.extra = (
-            backend.post_processor.num_special_tokens_to_add(False)
-            if (backend.post_processor)
-            else 0
-        )
-        self.cache: dict[str, int] = {}
+        processor = backend.post_processor
+        self.extra = processor.num_special_tokens_to_add(False) if processor else 0
+        self.plain = _Counts(backend, "")  # words after no space, and whitespace pieces
+        self.spaced = _Counts(backend, " ")  # words after one space
 
     @classmethod
     def of(cls, backend: Any) -> PieceCounter | None:
@@ -76,18 +95,16 @@ class PieceCounter:
     def count(self, texts: list[str]) -> list[int]:
         """Token counts of ``texts`` with the tokenizer's special tokens, as
         ``len(backend.encode(text))`` would give them."""
+        if len(self.plain) + len(self.spaced) > MAX_CACHED:
+            self.plain.clear()
+            self.spaced.clear()
         counts = [0] * len(texts)
-        pieced: list[tuple[int, list[str]]] = []
         others: list[int] = []
         for i, text in enumerate(texts):
             if self._by_pieces(text):
-                pieced.append((i, ASCII_PIECES.findall(text)))
+                counts[i] = self._count_ascii(text) + self.extra
             else:
                 others.append(i)
-        self._learn(chain.from_iterable(pieces for _, pieces in pieced))
-        lookup = self.cache.__getitem__
-        for i, pieces in pieced:
-            counts[i] = sum(map(lookup, pieces)) + self.extra
         if others:
             encodings = self.backend.encode_batch_fast(
                 [texts[i] for i in others], add_special_tokens=True
@@ -96,13 +113,31 @@ class PieceCounter:
                 counts[i] = len(encoding)
         return counts
 
-    def _learn(self, pieces: Any) -> None:
-        unique = set(pieces)
-        missing = list(unique.difference(self.cache))
-        if not missing:
-            return
-        if len(self.cache) + len(missing) > MAX_CACHED_PIECES:
-            self.cache.clear()
-            missing = list(unique)
-        encodings = self.backend.encode_batch_fast(missing, add_special_tokens=False)
-        self.cache.update(zip(missing, map(len, encodings), strict=True))
+    def _count_ascii(self, text: str) -> int:
+        spaced = self.spaced.__getitem__
+        parts = OTHER_WHITESPACE.split(text)  # words between plain spaces, then runs
+        if len(parts) == 1:
+            words = text.split(" ")
+            return self.plain[words[0]] + sum(map(spaced, words[1:]))
+        plain = self.plain
+        total = 0
+        first = plain  # how the next part's first word is counted
+        last = len(parts) - 1
+        for i in range(0, last + 1, 2):
+            if parts[i]:
+                words = parts[i].split(" ")
+                total += first[words[0]] + sum(map(spaced, words[1:]))
+            if i == last:
+                break
+            run = parts[i + 1]
+            if i + 2 == last and not parts[last]:  # the run ends the text
+                total += plain[run]
+                break
+            if len(run) > 1:
+                total += plain[run[:-1]]
+            if run[-1] == " ":
+                first = self.spaced
+            else:
+                total += plain[run[-1]]
+                first = plain
+        return total
