@@ -113,6 +113,7 @@ class Unsupported(Exception):
 class Text:
     __slots__ = ("next", "parent", "prev", "text")
     name = None
+    removes_inside = removes_outside = False
 
     def __init__(self, text: str, parent: Element) -> None:
         self.text = text
@@ -124,10 +125,22 @@ class Text:
 class Element:
     """The part of bs4's ``Tag`` that markdownify's ``convert_*`` methods use."""
 
-    __slots__ = ("attrs", "children", "name", "next", "parent", "prev")
+    __slots__ = (
+        "attrs",
+        "children",
+        "name",
+        "next",
+        "parent",
+        "prev",
+        "removes_inside",
+        "removes_outside",
+    )
 
     def __init__(self, name: str, attrs: dict[str, str], parent: Element | None) -> None:
         self.name = name
+        # markdownify's should_remove_whitespace_inside/_outside for this tag
+        self.removes_inside = name in _BLOCK_INSIDE or re_html_heading.match(name) is not None
+        self.removes_outside = self.removes_inside or name == "pre"
         self.attrs = attrs
         self.parent = parent
         self.children: list[Text | Element] = []
@@ -207,7 +220,8 @@ class TreeBuilder(HTMLParser):
             if kind == "text":
                 self.data.append(match["text"])
             elif kind == "selfclosing":  # the last group of a start tag
-                attrs = [(k.lower(), v) for k, v in PLAIN_ATTRIBUTE.findall(match["attrs"])]
+                found = match["attrs"]
+                attrs = [(k.lower(), v) for k, v in PLAIN_ATTRIBUTE.findall(found)] if found else []
                 if match["selfclosing"]:
                     self.handle_startendtag(match["start"].lower(), attrs)
                 else:
@@ -242,14 +256,16 @@ class TreeBuilder(HTMLParser):
             self.closed_void.remove(tag)
             return
         self.end_data()
-        if not any(e.name == tag for e in self.stack[1:]):
+        stack = self.stack
+        for depth in range(len(stack) - 1, 0, -1):  # the most recent open namesake, if any
+            if stack[depth].name == tag:
+                break
+        else:
             return
-        while True:
-            element = self.stack.pop()
+        for element in stack[depth:]:
             if element.name in PRESERVE_WHITESPACE:
                 self.preserve -= 1
-            if element.name == tag:
-                return
+        del stack[depth:]
 
     def handle_data(self, data: str) -> None:
         self.data.append(data)
@@ -289,13 +305,11 @@ def parse(html: str) -> Element:
 
 
 def _remove_inside(node: Element | Text | None) -> bool:
-    if node is None or node.name is None:
-        return False
-    return node.name in _BLOCK_INSIDE or re_html_heading.match(node.name) is not None
+    return node is not None and node.removes_inside
 
 
 def _remove_outside(node: Element | Text | None) -> bool:
-    return _remove_inside(node) or (node is not None and node.name == "pre")
+    return node is not None and node.removes_outside
 
 
 def _keep(el: Text | Element, remove_inside: bool) -> bool:
@@ -326,7 +340,7 @@ class FastConverter(MarkdownConverter):
 
     def process_node(self, node: Element, parent_tags: set[str], in_pre: bool) -> str:
         name = node.name
-        remove_inside = _remove_inside(node)
+        remove_inside = node.removes_inside
         tags = set(parent_tags)
         tags.add(name)
         if re_html_heading.match(name) is not None or name in ("td", "th"):
@@ -363,9 +377,9 @@ class FastConverter(MarkdownConverter):
                 text = re_whitespace.sub(" ", text)
         if "_noformat" not in parent_tags:
             text = self.escape(text, parent_tags)
-        if _remove_outside(el.prev) or (_remove_inside(el.parent) and el.prev is None):
+        if _remove_outside(el.prev) or (el.parent.removes_inside and el.prev is None):
             text = text.lstrip(" \t\r\n")
-        if _remove_outside(el.next) or (_remove_inside(el.parent) and el.next is None):
+        if _remove_outside(el.next) or (el.parent.removes_inside and el.next is None):
             text = text.rstrip()
         return text
 
