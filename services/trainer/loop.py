@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from services.trainer.chunked_loss import causal_lm_parts, chunked_causal_lm_loss
+from services.trainer.heap import release_free_heap
 from services.trainer.model_setup import Precision
 from shared.training import FineTuneRequest, Hyperparameters
 
@@ -62,6 +63,13 @@ class CamelTrainer(Trainer):
 
     load_weights: bool = True
     chunked_loss: bool = True
+    trim_heap: bool = True
+
+    def training_step(self, model: Any, inputs: dict, num_items_in_batch: Any = None) -> Any:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.trim_heap and self.args.device.type == "cpu":
+            release_free_heap()  # the step's activations are free now (see heap.py)
+        return loss
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         if self.load_weights:

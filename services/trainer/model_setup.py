@@ -17,6 +17,7 @@ import torch
 
 from services.trainer import varlen_attention
 from services.trainer.errors import TrainingError
+from services.trainer.lean_dropout import lean_lora_dropout
 from shared.training import Hyperparameters, Method
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -203,9 +204,11 @@ def _with_lora(base: Any, method: Method, hp: Hyperparameters) -> Any:
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(base, config)
+        model = get_peft_model(base, config)
     except ValueError as exc:
         raise TrainingError(f"cannot apply LoRA: {exc}") from exc
+    lean_lora_dropout(model)
+    return model
 
 
 def _keep_4bit_weights_trainable(model: Any) -> None:
