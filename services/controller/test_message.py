@@ -16,6 +16,7 @@ as ``Authorization: Bearer <key>``. Exits non-zero when anything fails.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,8 @@ from shared.contracts import looks_like_path
 from shared.conversation import Conversation
 from shared.settings import ClientSettings
 from shared.worker_protocol import ProtocolError, stream_generate
+
+REGISTRATION_WAIT_SECONDS = 30.0
 
 
 class MessageCheckError(RuntimeError):
@@ -64,9 +67,26 @@ def worker_for(client: httpx.Client, controller: str, model: str) -> str:
     return address["address"]
 
 
-def _dispatch(client: httpx.Client, controller: str, model: str | None) -> str:
+def _wait_for_workers(client: httpx.Client, controller: str, seconds: float) -> None:
+    """Refresh the controller's workers until it lists a model or ``seconds`` pass: right after
+    start-up a worker may still be registering, or registering again after heartbeats it missed
+    while the machine was busy starting the other services."""
+    deadline = time.monotonic() + seconds
+    waiting = False
+    while True:
+        client.post(f"{controller}/refresh_all_workers").raise_for_status()
+        models = client.post(f"{controller}/list_models").raise_for_status().json()["models"]
+        if models or time.monotonic() >= deadline:
+            return
+        if not waiting:
+            print(f"No models registered yet; waiting up to {seconds:.0f} s for a worker")
+            waiting = True
+        time.sleep(1.0)
+
+
+def _dispatch(client: httpx.Client, controller: str, model: str | None, wait: float) -> str:
     """The model, after refreshing the controller's workers; shows the worker it picks."""
-    client.post(f"{controller}/refresh_all_workers").raise_for_status()
+    _wait_for_workers(client, controller, wait)
     model = pick_model(client, controller, model)
     worker_for(client, controller, model)
     return model
@@ -100,13 +120,15 @@ def send(
     temperature: float,
     max_new_tokens: int,
     api_key: str = "",
+    wait_seconds: float = REGISTRATION_WAIT_SECONDS,
 ) -> str:
     """Print the exchange as it streams; return the final reply.
 
-    Without ``worker`` the controller dispatches and relays; with it, that worker answers."""
+    Without ``worker`` the controller dispatches and relays (after waiting up to
+    ``wait_seconds`` for a worker to register); with it, that worker answers."""
     with httpx.Client(timeout=30, headers=bearer_header(api_key)) as client:
         if worker is None:
-            model = _dispatch(client, controller, model)
+            model = _dispatch(client, controller, model, wait_seconds)
         elif model is None:
             status = client.post(f"{worker}/worker_get_status").raise_for_status().json()
             model = status["model_names"][0]
@@ -136,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     cli.parser.add_argument("--temperature", type=float, default=0.0)
     cli.parser.add_argument("--max-new-tokens", type=int, default=32)
     cli.parser.add_argument("--message", default="Tell me a story with more than 1000 words.")
+    cli.parser.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=REGISTRATION_WAIT_SECONDS,
+        help="how long to wait for a worker to register when the controller lists no model",
+    )
     args = cli.parse(argv)
     client = cli.settings(ClientSettings)
     try:
@@ -147,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             args.temperature,
             args.max_new_tokens,
             client.controller_api_key,
+            args.wait_seconds,
         )
     except (MessageCheckError, ProtocolError) as exc:
         print(f"\n{exc}", file=sys.stderr)

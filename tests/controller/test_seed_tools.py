@@ -4,12 +4,14 @@ README's ``--model-name /path/to/model``, and ``test_throughput`` with the seed'
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support import run_python
+from tests.support import REPO_ROOT, run_python
 
 
 @pytest.fixture
@@ -62,3 +64,31 @@ def test_test_throughput_refuses_bad_flags_and_unknown_models(stack: tuple) -> N
     assert bad.returncode == 2 and "--n-thread" in bad.stderr
     unknown = run_python(*args, "--model-name", "nope")
     assert unknown.returncode == 1 and "served models: tiny-llama" in unknown.stderr
+
+
+def test_test_message_waits_for_a_worker_to_register(
+    controller: Callable[..., str], worker: Callable, tiny_model_dir: Path
+) -> None:
+    """Right after start-up the controller may list no model yet: test_message waits (bounded)
+    for a worker instead of failing at once, and says so."""
+    url = controller(expiration=30)
+    args = ["-m", "services.controller.test_message", "--controller-address", url]
+    args += ["--max-new-tokens", "4"]
+    alone = run_python(*args, "--wait-seconds", "1")
+    assert alone.returncode == 1
+    assert "waiting up to 1 s for a worker" in alone.stdout
+    assert "No models are registered with the controller" in alone.stderr
+    waiting = subprocess.Popen(
+        [sys.executable, *args, "--wait-seconds", "120"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        worker(tiny_model_dir, url)
+        out, err = waiting.communicate(timeout=180)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, out + err
+    assert "Models: ['tiny-llama']" in out
