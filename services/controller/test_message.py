@@ -51,6 +51,10 @@ def served_name(wanted: str, models: list[str]) -> str:
 
 def pick_model(client: httpx.Client, controller: str, wanted: str | None) -> str:
     models = client.post(f"{controller}/list_models").raise_for_status().json()["models"]
+    return choose_model(models, wanted)
+
+
+def choose_model(models: list[str], wanted: str | None) -> str:
     print(f"Models: {sorted(models)}")
     if wanted:
         return served_name(wanted, models)
@@ -67,17 +71,17 @@ def worker_for(client: httpx.Client, controller: str, model: str) -> str:
     return address["address"]
 
 
-def _wait_for_workers(client: httpx.Client, controller: str, seconds: float) -> None:
-    """Refresh the controller's workers until it lists a model or ``seconds`` pass: right after
-    start-up a worker may still be registering, or registering again after heartbeats it missed
-    while the machine was busy starting the other services."""
+def _wait_for_workers(client: httpx.Client, controller: str, seconds: float) -> list[str]:
+    """The controller's models, refreshing its workers until it lists one or ``seconds`` pass:
+    right after start-up a worker may still be registering, or registering again after
+    heartbeats it missed while the machine was busy starting the other services."""
     deadline = time.monotonic() + seconds
     waiting = False
     while True:
         client.post(f"{controller}/refresh_all_workers").raise_for_status()
         models = client.post(f"{controller}/list_models").raise_for_status().json()["models"]
         if models or time.monotonic() >= deadline:
-            return
+            return models
         if not waiting:
             print(f"No models registered yet; waiting up to {seconds:.0f} s for a worker")
             waiting = True
@@ -86,8 +90,7 @@ def _wait_for_workers(client: httpx.Client, controller: str, seconds: float) -> 
 
 def _dispatch(client: httpx.Client, controller: str, model: str | None, wait: float) -> str:
     """The model, after refreshing the controller's workers; shows the worker it picks."""
-    _wait_for_workers(client, controller, wait)
-    model = pick_model(client, controller, model)
+    model = choose_model(_wait_for_workers(client, controller, wait), model)
     worker_for(client, controller, model)
     return model
 
