@@ -68,6 +68,27 @@ def camel_like(rng: random.Random, count: int, max_length: int) -> list[dict]:
     return records
 
 
+def lora_request(
+    model: str, data_path: Path, validation_split: float, **hyperparameters: int
+) -> FineTuneRequest:
+    """LoRA on ``data_path`` at batch 1, seed 0, a constant learning rate and no intermediate
+    checkpoints; ``hyperparameters`` add the length and the steps or epochs."""
+    return FineTuneRequest(
+        model=model,
+        training_file=str(data_path),
+        validation_split=validation_split,
+        method="lora",
+        seed=0,
+        hyperparameters={
+            "batch_size": 1,
+            "save_steps": 10_000,
+            "warmup_ratio": 0.0,
+            "lr_scheduler": "constant",
+            **hyperparameters,
+        },
+    )
+
+
 def measure(
     request: FineTuneRequest, padding: str, precision: str, workdir: Path
 ) -> dict[str, float]:
@@ -125,20 +146,8 @@ def main() -> None:
         workdir = Path(tmp)
         data_path = workdir / "camel_like.json"
         data_path.write_text(json.dumps(camel_like(rng, args.conversations, args.max_length)))
-        request = FineTuneRequest(
-            model=args.model,
-            training_file=str(data_path),
-            validation_split=0.0,
-            method="lora",
-            seed=0,
-            hyperparameters={
-                "max_steps": args.steps,
-                "batch_size": 1,
-                "max_length": args.max_length,
-                "save_steps": 10_000,
-                "warmup_ratio": 0.0,
-                "lr_scheduler": "constant",
-            },
+        request = lora_request(
+            args.model, data_path, 0.0, max_steps=args.steps, max_length=args.max_length
         )
         lengths = _sample_lengths(request)
         print(

@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from bench_train import _sample_lengths, camel_like  # noqa: E402
+from bench_train import _sample_lengths, camel_like, lora_request  # noqa: E402
 
 from services.trainer.job import TrainingOptions, run_training  # noqa: E402
 from shared.settings import default_model_dir  # noqa: E402
@@ -66,21 +66,13 @@ def main() -> None:
         data.write_text(json.dumps(camel_like(rng, args.conversations, args.max_length)))
 
         def request(accumulation: int) -> FineTuneRequest:
-            return FineTuneRequest(
-                model=str(default_model_dir()),
-                training_file=str(data),
-                validation_split=0.1,
-                method="lora",
-                seed=0,
-                hyperparameters={
-                    "n_epochs": 1,
-                    "batch_size": 1,
-                    "gradient_accumulation_steps": accumulation,
-                    "max_length": args.max_length,
-                    "save_steps": 10_000,
-                    "warmup_ratio": 0.0,
-                    "lr_scheduler": "constant",
-                },
+            return lora_request(
+                str(default_model_dir()),
+                data,
+                0.1,
+                n_epochs=1,
+                gradient_accumulation_steps=accumulation,
+                max_length=args.max_length,
             )
 
         lengths = _sample_lengths(request(1))

@@ -5,8 +5,8 @@ as much as it allocates (the activations kept for backward). glibc keeps freed c
 mmap threshold in the heap, and rows of different packed lengths free and reuse them in
 different orders, so the process grows step after step: for SmolLM2 LoRA on 2048-token rows the
 resident set crept from 3.9 to 5.2 GiB over eight steps while live tensors stayed near 3 GiB.
-Trimming after each step's backward keeps the peak near the first step's (4.7 GiB over the same
-eight steps) for a few percent of step time (benchmarks/bench_train.py prints both).
+Trimming after each step's backward keeps the peak near the first step's (5.16 -> 4.67 GiB over
+the same eight steps) for a few percent of step time (services/trainer/README.md, Throughput).
 """
 
 from __future__ import annotations

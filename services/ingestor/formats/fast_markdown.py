@@ -304,10 +304,6 @@ def parse(html: str) -> Element:
     return builder.root
 
 
-def _remove_inside(node: Element | Text | None) -> bool:
-    return node is not None and node.removes_inside
-
-
 def _remove_outside(node: Element | Text | None) -> bool:
     return node is not None and node.removes_outside
 
