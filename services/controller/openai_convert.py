@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import TemplateError
+from pydantic_core import to_json
 
 from services.controller.openai_errors import OpenAIError
 from services.controller.openai_protocol import (
@@ -220,13 +221,22 @@ def sse_error(error: OpenAIError) -> bytes:
 
 @dataclass(frozen=True)
 class ChunkWriter:
-    """Builds the SSE events of one streamed response (chat or text completion)."""
+    """Builds the SSE events of one streamed response (chat or text completion).
+
+    Content chunks are most of a stream, one per token, so each choice's is built once as a
+    template around its text: the event is then the template's two halves around the text's
+    JSON (pydantic's own encoder), the same bytes ``model_dump_json`` gives, without building
+    three models per token.
+    """
 
     id: str
     created: int
     model: str
     chat: bool
     include_usage: bool = False
+    _templates: dict[int, tuple[bytes, bytes]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _encode(self, chunk: ChatCompletionChunk | Completion) -> bytes:
         exclude = None if self.include_usage else {"usage"}
@@ -245,6 +255,22 @@ class ChunkWriter:
             Completion(id=self.id, created=self.created, model=self.model, choices=[choice])
         )
 
+    def _model_content(self, index: int, text: str) -> bytes:
+        if self.chat:
+            return self._chat(index, DeltaMessage(content=text), None)
+        return self._text(index, text, None)
+
+    def _template(self, index: int) -> tuple[bytes, bytes]:
+        """The content event of choice ``index`` split where its text goes."""
+        if (template := self._templates.get(index)) is None:
+            marker = to_json(f"camel-chat-text-{uuid.uuid4().hex}")
+            event = self._model_content(index, marker[1:-1].decode())
+            head, found, tail = event.rpartition(marker)
+            if not found:  # pragma: no cover - the marker is plain ASCII, encoded as is
+                raise AssertionError("content marker not found in the chunk")
+            template = self._templates[index] = (head, tail)
+        return template
+
     def start(self, index: int) -> bytes | None:
         """Chat streams open each choice with the assistant role and empty content."""
         if not self.chat:
@@ -252,9 +278,8 @@ class ChunkWriter:
         return self._chat(index, DeltaMessage(role="assistant", content=""), None)
 
     def content(self, index: int, text: str) -> bytes:
-        if self.chat:
-            return self._chat(index, DeltaMessage(content=text), None)
-        return self._text(index, text, None)
+        head, tail = self._template(index)
+        return head + to_json(text) + tail
 
     def finish(self, index: int, reason: FinishReason) -> bytes:
         """The last chunk of a choice: empty delta (or text) and the finish reason."""

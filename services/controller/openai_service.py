@@ -712,11 +712,12 @@ class OpenAIService:
         """SSE events: role chunk (chat), content deltas, an empty-delta finish chunk per
         choice, the usage chunk if asked, then [DONE]; an error becomes an ``error`` event."""
         trackers = [DeltaTracker() for _ in generations]
-        # Latest usage of each choice, so a stream cut short still logs what it cost.
-        usages = [Usage() for _ in generations]
+        # Latest snapshot with usage of each choice, so a stream cut short still logs what it
+        # cost (read into a Usage only when needed, not once per token).
+        with_usage: list[dict[str, Any]] = [{} for _ in generations]
 
         def total() -> Usage:
-            return sum(usages, Usage())
+            return sum((usage_from(s) for s in with_usage), Usage())
 
         try:
             for index in range(len(generations)):
@@ -726,7 +727,7 @@ class OpenAIService:
                 reason = finish_reason_of(snapshot)
                 delta = trackers[index].update(str(snapshot.get("text", "")), reason is not None)
                 if snapshot.get("usage"):
-                    usages[index] = usage_from(snapshot)
+                    with_usage[index] = snapshot
                 if delta:
                     yield writer.content(index, delta)
                 if reason is not None:

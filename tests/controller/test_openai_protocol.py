@@ -354,6 +354,20 @@ def test_text_completion_chunk_shapes() -> None:
     assert event(writer.usage(Usage()))["choices"] == []
 
 
+@pytest.mark.parametrize("chat", [True, False])
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_content_chunk_template_gives_the_models_bytes(chat: bool, include_usage: bool) -> None:
+    """The per-choice template gives byte for byte what building the models gives, for any
+    text (quotes, escapes, control and non-ASCII characters, the marker's own shape) and any
+    id or model name."""
+    writer = ChunkWriter('cmpl-"1"', 7, 'm\\"ü', chat=chat, include_usage=include_usage)
+    texts = ["", "Hi", ' "quoted" ', "back\\slash", "\n\t\r\x00\x1f\x7f", "é 中文 🙂",
+             "camel-chat-text-0", "</script>"]  # fmt: skip
+    for index in (0, 3):
+        for text in texts:
+            assert writer.content(index, text) == writer._model_content(index, text)
+
+
 def test_in_stream_error_event_has_openai_shape() -> None:
     error = OpenAIError(500, "boom", "server_error", code="x")
     assert event(sse_error(error)) == {
