@@ -93,10 +93,12 @@ def test_prefill_chunks_and_decode_steps_match_transformers(model: Any) -> None:
 
 
 def test_fused_weights_share_the_models_storage(tiny: LoadedModel) -> None:
-    """Fusing q/k/v and gate/up does not copy the model: its parameters become views."""
+    """Fusing q/k/v and gate/up does not copy the model: its parameters become views (of the
+    weight that products use where nothing is prepacked)."""
     model = tiny.model
     before = sum(p.numel() for p in model.parameters())
-    lean = LeanLlama(model)
+    with patch("services.model_worker.lean_llama.prepacks", return_value=False):
+        lean = LeanLlama(model)
     attn = model.model.layers[0].self_attn
     assert attn.q_proj.weight.data_ptr() == lean.layers[0].qkv.weight.data_ptr()
     assert sum(p.numel() for p in model.parameters()) == before
@@ -211,6 +213,32 @@ def test_bf16_prepacked_weights_give_the_unpacked_logits(tiny_model_dir: Path) -
     assert torch.equal(a, b)
     reference = reference_logits(model, prompts[0].tolist())
     assert (a[0] - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+@pytest.mark.skipif(not prepacks(torch.float32, "cpu"), reason="no oneDNN on this CPU build")
+def test_fp32_prepacked_weights_give_the_unpacked_logits(tiny: LoadedModel) -> None:
+    """float32 on a CPU hands oneDNN prepacked weights too: its sums differ from torch's own
+    products only in the last bits, and greedy choices are the same."""
+    packed = LeanLlama(tiny.model)
+    assert packed.packed
+    with patch("services.model_worker.lean_llama.prepacks", return_value=False):
+        plain = LeanLlama(tiny.model)
+    assert not plain.packed
+    prompts = torch.tensor([list(range(3, 40)), list(range(50, 87))])
+    starts = torch.zeros(2, dtype=torch.long)
+    with torch.inference_mode():
+        a = packed.forward(prompts, packed.new_cache(), slice(0, 2), starts)
+        b = plain.forward(prompts, plain.new_cache(), slice(0, 2), starts)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+
+
+def test_bf16_is_not_prepacked_where_onednn_cannot_run_it() -> None:
+    """Packing a bf16 weight raises on a CPU without AVX-512 or AVX-NE-CONVERT: there the
+    worker keeps torch's own products instead of failing to start."""
+    with patch.object(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", return_value=False):
+        assert not prepacks(torch.bfloat16, "cpu")
+    assert not prepacks(torch.float16, "cpu")
 
 
 async def test_requests_over_the_cache_budget_wait_and_still_answer(
