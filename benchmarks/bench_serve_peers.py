@@ -215,17 +215,28 @@ def ours(
     ], texts
 
 
-def vllm(start: Callable, model: Path, levels: list[int], max_tokens: int) -> list:
+def vllm_dtype(choice: str) -> str:
+    """``auto``: the dtype our worker chooses on this CPU (bf16 where it is native, else fp32),
+    so both engines compute in the same one."""
+    if choice != "auto":
+        return choice
+    from services.model_worker.loader import cpu_has_fast_bf16
+
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def vllm(start: Callable, model: Path, levels: list[int], max_tokens: int, dtype: str) -> list:
     port = free_port()
     cmd = [
         str(PEERS_DIR / "vllm/bin/python"), str(ROOT / "benchmarks/peers/vllm_serve.py"), "serve",
-        str(model), "--served-model-name", MODEL_NAME, "--dtype", "bfloat16", "--enforce-eager",
+        str(model), "--served-model-name", MODEL_NAME, "--dtype", dtype, "--enforce-eager",
         "--port", str(port), "--host", "127.0.0.1", "--max-model-len", "2048",
     ]  # fmt: skip
     env = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "auto"}
     url = f"http://127.0.0.1:{port}"
     wait_until(f"{url}/v1/models", start("vllm", cmd, env), 600)
-    name = "vLLM 0.32 CPU (bf16, --enforce-eager)"
+    short = {"bfloat16": "bf16", "float32": "fp32"}.get(dtype, dtype)
+    name = f"vLLM 0.32 CPU ({short}, --enforce-eager)"
     return [Target(name, openai_client(url, MODEL_NAME, max_tokens), levels)]
 
 
@@ -314,6 +325,9 @@ def main() -> None:
         default=0,
         help="OMP_NUM_THREADS of our worker and FastChat's; 1: one core, as vLLM; 0: torch's",
     )
+    parser.add_argument(
+        "--vllm-dtype", default="auto", help="auto: the one our worker chooses on this CPU"
+    )
     args = parser.parse_args()
     model, levels, mt = default_model_dir(), args.levels, args.max_new_tokens
     targets: list[Target] = []
@@ -327,7 +341,7 @@ def main() -> None:
     for peer in (p for p in args.only if p != "ours"):
         with processes() as start:
             if peer == "vllm":
-                group = vllm(start, model, levels, mt)
+                group = vllm(start, model, levels, mt, vllm_dtype(args.vllm_dtype))
             elif args.fastchat_levels:
                 texts = texts or chat_texts(model, max(args.fastchat_levels))
                 group = fastchat(start, model, texts, args.fastchat_levels, mt, args.ours_threads)
