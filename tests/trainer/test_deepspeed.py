@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from services.trainer.launcher import run_launched
+from services.trainer.model_setup import resolve_precision
 from shared.training import FineTuneRequest
 from shared.training_presets import CONFIG_DIR, DEEPSPEED_CONFIG_NAME, PRESETS
 from tests.trainer.builders import EventLog, repetitive_dataset, tiny_request, write_dataset
@@ -134,12 +135,13 @@ def test_two_ranks_train_with_zero3_offload_stop_and_resume(
     step = int(newest.name.split("-")[1])
     assert step < MAX_STEPS
     partitions = sorted(p.name for p in (newest / f"global_step{step}").iterdir())
-    assert partitions == [
-        "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
-        "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt",
-        "zero_pp_rank_0_mp_rank_00_model_states.pt",
-        "zero_pp_rank_1_mp_rank_00_model_states.pt",
-    ]
+    # The job trains in bf16 where the CPU runs it natively, else in fp32: DeepSpeed names the
+    # optimizer partitions after the precision.
+    optim = "bf16_zero" if resolve_precision() == "bf16" else "zero"
+    assert partitions == sorted(
+        [f"{optim}_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in (0, 1)]
+        + [f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" for rank in (0, 1)]
+    )
 
     second = EventLog()
     result = run_launched(request, job, second, lambda: False, 2, use_gpus=True)
