@@ -6,8 +6,19 @@ import redis
 import redis.asyncio as aioredis
 
 
-def async_redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+def async_redis(url: str, max_connections: int = 256, pool_wait: float = 20.0) -> aioredis.Redis:
+    """A client on a blocking pool: past ``max_connections`` concurrent commands, a command
+    waits (up to ``pool_wait`` seconds) for a free connection. redis-py's default async pool
+    instead raises MaxConnectionsError past 100, which failed the 101st of a burst of requests
+    arriving together at the controller."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=pool_wait,
+        decode_responses=True,
+        socket_connect_timeout=5,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def sync_redis(url: str) -> redis.Redis:

@@ -66,6 +66,15 @@ class CommonSettings(_Section):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = Field("camelchat:", description="every Redis key starts with it")
+    redis_max_connections: int = Field(
+        256,
+        gt=0,
+        description="connections an async service opens to Redis at most; a burst of more "
+        "concurrent commands waits for a free one (up to REDIS_POOL_WAIT seconds)",
+    )
+    redis_pool_wait: float = Field(
+        20.0, gt=0, description="seconds a command waits for a free Redis connection"
+    )
     controller_address: str = "http://127.0.0.1:21001"
     log_dir: Path = REPO_ROOT / "logs"
     log_level: str = "INFO"
@@ -195,6 +204,12 @@ class ControllerSettings(_Section):
         gt=0,
         description="seconds to connect to a worker; a worker that cannot be reached in time "
         "leaves routing and the request goes to another",
+    )
+    worker_keepalive_connections: int = Field(
+        256,
+        ge=0,
+        description="idle connections to workers kept open for the next requests; connections "
+        "in use are not capped here (each worker's own concurrency limit bounds them)",
     )
     worker_retries: int = Field(
         2,

@@ -50,15 +50,21 @@ def _lifespan(common: CommonSettings, settings: ControllerSettings, worker_token
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stores = Stores.connect(common)
         app.state.backend = Backend(stores, common, make_celery("controller", common))
-        redis = async_redis(common.redis_url)
+        redis = async_redis(common.redis_url, common.redis_max_connections, common.redis_pool_wait)
         keys = RedisKeys(common.redis_key_prefix)
         registry = WorkerRegistry(redis, keys, settings.heart_beat_expiration)
         timeout = httpx.Timeout(
             settings.worker_api_timeout, connect=settings.worker_connect_timeout
         )
         headers = bearer_header(worker_token)
+        # No cap on connections in use: httpx's default (100) made request 101 wait for a free
+        # connection, however many workers there were to take it.
+        limits = httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=settings.worker_keepalive_connections,
+        )
         try:
-            async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
+            async with httpx.AsyncClient(timeout=timeout, headers=headers, limits=limits) as client:
                 app.state.controller = Controller(registry, client, settings)
                 app.state.openai = OpenAIService.create(registry, redis, keys, client, settings)
                 log.info(
