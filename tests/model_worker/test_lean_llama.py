@@ -191,6 +191,23 @@ async def test_prefix_cache_and_shared_prompts_keep_the_answers(
         cached.shutdown()
 
 
+PACKING_PROMPTS = torch.tensor([list(range(3, 40)), list(range(50, 87))])
+
+
+def packed_and_plain_logits(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of PACKING_PROMPTS through the lean path with prepacked weights and without."""
+    packed = LeanLlama(model)
+    assert packed.packed
+    with patch("services.model_worker.lean_llama.prepacks", return_value=False):
+        plain = LeanLlama(model)
+    assert not plain.packed
+    starts = torch.zeros(2, dtype=torch.long)
+    with torch.inference_mode():
+        a = packed.forward(PACKING_PROMPTS, packed.new_cache(), slice(0, 2), starts)
+        b = plain.forward(PACKING_PROMPTS, plain.new_cache(), slice(0, 2), starts)
+    return a, b
+
+
 @pytest.mark.skipif(
     not prepacks(torch.bfloat16, "cpu"), reason="no oneDNN bf16 linear on this CPU build"
 )
@@ -200,18 +217,9 @@ def test_bf16_prepacked_weights_give_the_unpacked_logits(tiny_model_dir: Path) -
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
-    packed = LeanLlama(model)
-    assert packed.packed
-    with patch("services.model_worker.lean_llama.prepacks", return_value=False):
-        plain = LeanLlama(model)
-    assert not plain.packed
-    prompts = torch.tensor([list(range(3, 40)), list(range(50, 87))])
-    starts = torch.zeros(2, dtype=torch.long)
-    with torch.inference_mode():
-        a = packed.forward(prompts, packed.new_cache(), slice(0, 2), starts)
-        b = plain.forward(prompts, plain.new_cache(), slice(0, 2), starts)
+    a, b = packed_and_plain_logits(model)
     assert torch.equal(a, b)
-    reference = reference_logits(model, prompts[0].tolist())
+    reference = reference_logits(model, PACKING_PROMPTS[0].tolist())
     assert (a[0] - reference).abs().max() < 0.05 * reference.abs().max()
 
 
@@ -219,16 +227,7 @@ def test_bf16_prepacked_weights_give_the_unpacked_logits(tiny_model_dir: Path) -
 def test_fp32_prepacked_weights_give_the_unpacked_logits(tiny: LoadedModel) -> None:
     """float32 on a CPU hands oneDNN prepacked weights too: its sums differ from torch's own
     products only in the last bits, and greedy choices are the same."""
-    packed = LeanLlama(tiny.model)
-    assert packed.packed
-    with patch("services.model_worker.lean_llama.prepacks", return_value=False):
-        plain = LeanLlama(tiny.model)
-    assert not plain.packed
-    prompts = torch.tensor([list(range(3, 40)), list(range(50, 87))])
-    starts = torch.zeros(2, dtype=torch.long)
-    with torch.inference_mode():
-        a = packed.forward(prompts, packed.new_cache(), slice(0, 2), starts)
-        b = plain.forward(prompts, plain.new_cache(), slice(0, 2), starts)
+    a, b = packed_and_plain_logits(tiny.model)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert torch.equal(a.argmax(-1), b.argmax(-1))
 
