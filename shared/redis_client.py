@@ -5,8 +5,12 @@ from __future__ import annotations
 import redis
 import redis.asyncio as aioredis
 
+from shared.settings import REDIS_MAX_CONNECTIONS, REDIS_POOL_WAIT_S
 
-def async_redis(url: str, max_connections: int = 256, pool_wait: float = 20.0) -> aioredis.Redis:
+
+def async_redis(
+    url: str, max_connections: int = REDIS_MAX_CONNECTIONS, pool_wait: float = REDIS_POOL_WAIT_S
+) -> aioredis.Redis:
     """A client on a blocking pool: past ``max_connections`` concurrent commands, a command
     waits (up to ``pool_wait`` seconds) for a free connection. redis-py's default async pool
     instead raises MaxConnectionsError past 100, which failed the 101st of a burst of requests

@@ -61,19 +61,24 @@ class _ReadsEnvFile(_Section):
         return init_settings, env_settings, dotenv, file_secret_settings
 
 
+# The async Redis pool's size and wait (shared/redis_client.py uses them when not told).
+REDIS_MAX_CONNECTIONS = 256
+REDIS_POOL_WAIT_S = 20.0
+
+
 class CommonSettings(_Section):
     """Settings every service shares (environment variables without a prefix: ``REDIS_URL`` ...)."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = Field("camelchat:", description="every Redis key starts with it")
     redis_max_connections: int = Field(
-        256,
+        REDIS_MAX_CONNECTIONS,
         gt=0,
         description="connections an async service opens to Redis at most; a burst of more "
         "concurrent commands waits for a free one (up to REDIS_POOL_WAIT seconds)",
     )
     redis_pool_wait: float = Field(
-        20.0, gt=0, description="seconds a command waits for a free Redis connection"
+        REDIS_POOL_WAIT_S, gt=0, description="seconds a command waits for a free Redis connection"
     )
     controller_address: str = "http://127.0.0.1:21001"
     log_dir: Path = REPO_ROOT / "logs"
