@@ -52,7 +52,9 @@ def _lifespan(common: CommonSettings, settings: ControllerSettings, worker_token
         app.state.backend = Backend(stores, common, make_celery("controller", common))
         redis = async_redis(common.redis_url, common.redis_max_connections, common.redis_pool_wait)
         keys = RedisKeys(common.redis_key_prefix)
-        registry = WorkerRegistry(redis, keys, settings.heart_beat_expiration)
+        registry = WorkerRegistry(
+            redis, keys, settings.heart_beat_expiration, settings.routing_refresh
+        )
         timeout = httpx.Timeout(
             settings.worker_api_timeout, connect=settings.worker_connect_timeout
         )
@@ -75,6 +77,7 @@ def _lifespan(common: CommonSettings, settings: ControllerSettings, worker_token
                 )
                 yield
         finally:
+            await registry.aclose()
             await redis.aclose()
             stores.close()
 

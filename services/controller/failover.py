@@ -31,7 +31,10 @@ async def send_streaming(
     """``client.send(request, stream=True)``, waiting at most ``response_timeout`` seconds for the
     response to start (a worker answers a generation request at once, before any token)."""
     try:
-        return await asyncio.wait_for(client.send(request, stream=True), response_timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the send as another task,
+        # one more trip through the event loop for every request of a burst.
+        async with asyncio.timeout(response_timeout):
+            return await client.send(request, stream=True)
     except TimeoutError:
         message = f"no response within {response_timeout:g} s"
         raise NoResponse(message, request=request) from None

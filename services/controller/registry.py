@@ -8,11 +8,12 @@ which kept a dead or fake worker routable for ever).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from typing import Literal
 
 from redis.asyncio import Redis
@@ -58,14 +59,36 @@ def _decode_worker(name: str, fields: dict[str, str]) -> WorkerInfo:
 
 
 class WorkerRegistry:
-    """Registration, heartbeats, listing and dispatch over a shared Redis."""
+    """Registration, heartbeats, listing and dispatch over a shared Redis.
 
-    def __init__(self, redis: Redis, keys: RedisKeys, expiration: float) -> None:
+    Dispatch (``pick_worker``) reads the workers from a view of the registry that is read again
+    at most every ``routing_refresh`` seconds, in the background while requests keep coming, and
+    synchronously once it is older than ``expiration`` or names no worker for the model. Reading
+    Redis on every request cost three round trips before the request could go to its worker;
+    on one event loop, a burst of N requests then reached the workers only after all N had done
+    their reads, so every request's first token waited on the whole burst. Registrations and
+    removals made through this registry change the view at once; those made through another
+    controller show within ``routing_refresh`` (a worker that is gone by then is failed over
+    from). ``routing_refresh`` 0 reads Redis on every pick.
+    """
+
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, expiration: float, routing_refresh: float = 0.0
+    ) -> None:
         self._redis = redis
         self._keys = keys
+        self._expiration = expiration
         self._ttl_ms = max(1, int(expiration * 1000))
         self._update_script = redis.register_script(_UPDATE_IF_EXISTS)
         self._increment_script = redis.register_script(_INCREMENT_QUEUE_IF_EXISTS)
+        self._routing_refresh = routing_refresh
+        self._view: dict[str, WorkerInfo] | None = None
+        self._view_read_at = 0.0
+        self._view_reading: asyncio.Future[dict[str, WorkerInfo]] | None = None
+        # Changes made here since a read started make that read's result stale.
+        self._view_changes = 0
+        self._background: set[asyncio.Future[object]] = set()
+        self._refresher: asyncio.Future[None] | None = None
 
     async def register(
         self,
@@ -98,6 +121,8 @@ class WorkerRegistry:
             if status.model_names:
                 pipe.zadd(self._keys.known_models, dict.fromkeys(status.model_names, now))
             await pipe.execute()
+        self._view = None
+        self._view_changed()
         log.info(
             "event=register_worker worker=%s models=%s new=%s",
             name,
@@ -119,6 +144,9 @@ class WorkerRegistry:
             pipe.delete(self._keys.worker(name))
             pipe.srem(self._keys.workers, name)
             await pipe.execute()
+        if self._view is not None:
+            self._view.pop(name, None)
+        self._view_changed()
         log.info("event=remove_worker worker=%s", name)
 
     async def workers(self) -> dict[str, WorkerInfo]:
@@ -154,7 +182,25 @@ class WorkerRegistry:
     ) -> str | None:
         """Choose a worker for ``model`` other than those in ``exclude`` (tried already); None
         when no such live worker serves it."""
-        candidates = [w for w in await self.workers_for_model(model) if w.name not in exclude]
+        if self._routing_refresh <= 0:
+            return await self._pick(await self.workers(), model, method, exclude)
+        view, fresh = await self._routing_view()
+        picked = await self._pick(view, model, method, exclude)
+        if picked is None and not fresh:
+            # The view may predate the worker (registered through another controller).
+            picked = await self._pick(await self._read_view(), model, method, exclude)
+        return picked
+
+    async def _pick(
+        self,
+        workers: dict[str, WorkerInfo],
+        model: str,
+        method: DispatchMethod,
+        exclude: Collection[str],
+    ) -> str | None:
+        candidates = [
+            w for w in workers.values() if model in w.model_names and w.name not in exclude
+        ]
         if not candidates:
             return None
         if method == "lottery":
@@ -165,5 +211,78 @@ class WorkerRegistry:
         best = min(candidates, key=lambda w: w.queue_length / max(w.speed, 1e-4))
         # Count the request against the worker until its next heartbeat reports the truth,
         # so a burst of requests spreads over workers instead of piling on one.
-        await self._increment_script(keys=[self._keys.worker(best.name)], args=[])
+        increment = self._increment_script(keys=[self._keys.worker(best.name)], args=[])
+        if self._routing_refresh <= 0:
+            await increment
+            return best.name
+        best.queue_length += 1  # in this controller's view at once; in Redis for the others
+        self._in_background(increment, "count_request")
         return best.name
+
+    # ---- the dispatch view ----------------------------------------------------------------
+
+    async def _routing_view(self) -> tuple[dict[str, WorkerInfo], bool]:
+        """(workers, read just now): the view, kept fresh by a background read every
+        ``routing_refresh`` seconds; read now when there is none yet or the last read is older
+        than ``expiration`` (Redis was unreachable meanwhile)."""
+        if self._refresher is None:
+            self._refresher = asyncio.ensure_future(self._refresh_view())
+        if self._view is None or time.monotonic() - self._view_read_at >= self._expiration:
+            return await self._read_view(), True
+        return self._view, False
+
+    async def _refresh_view(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self._routing_refresh)
+            try:
+                await self._read_view()
+            except Exception as exc:  # Redis down: requests then read (and fail) themselves
+                if not failing:
+                    log.warning("event=routing_refresh_failed error=%r", exc)
+                failing = True
+            else:
+                failing = False
+
+    async def _read_view(self) -> dict[str, WorkerInfo]:
+        """Read the workers from Redis into the view; concurrent callers share one read."""
+        if self._view_reading is None:
+            self._view_reading = asyncio.ensure_future(self._read_view_once())
+        return await asyncio.shield(self._view_reading)
+
+    async def _read_view_once(self) -> dict[str, WorkerInfo]:
+        changes, started = self._view_changes, time.monotonic()
+        try:
+            view = await self.workers()
+        finally:
+            if changes == self._view_changes:
+                self._view_reading = None
+        if changes == self._view_changes:
+            self._view, self._view_read_at = view, started
+        return view
+
+    def _view_changed(self) -> None:
+        """A registration or removal here: a read in flight may predate it, so it is not kept
+        (its callers still get its answer) and the next read starts afresh."""
+        self._view_changes += 1
+        self._view_reading = None
+
+    def _in_background(self, work: Awaitable[object], what: str) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+
+        def done(task: asyncio.Future[object]) -> None:
+            self._background.discard(task)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.warning("event=registry_background_failed work=%s error=%r", what, exc)
+
+        task.add_done_callback(done)
+
+    async def aclose(self) -> None:
+        """Stop refreshing the view; wait for the request counts still being sent."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

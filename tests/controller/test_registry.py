@@ -24,8 +24,16 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def make(redis: Redis, prefix: str, expiration: float = 5.0) -> WorkerRegistry:
-    return WorkerRegistry(redis, RedisKeys(prefix), expiration)
+def make(
+    redis: Redis, prefix: str, expiration: float = 5.0, routing_refresh: float = 0.0
+) -> WorkerRegistry:
+    return WorkerRegistry(redis, RedisKeys(prefix), expiration, routing_refresh)
+
+
+@pytest.fixture(params=[0.0, 0.05], ids=["read-each-pick", "routing-view"])
+async def routing_refresh(request: pytest.FixtureRequest) -> float:
+    """Dispatch behaves the same whether it reads Redis on every pick or keeps a view."""
+    return request.param
 
 
 def status(*models: str, queue: int = 0, speed: float = 1.0) -> WorkerStatus:
@@ -93,9 +101,9 @@ async def test_a_claimed_speed_is_bounded(redis: Redis, redis_prefix: str) -> No
 
 
 async def test_pick_skips_the_workers_a_request_tried_already(
-    redis: Redis, redis_prefix: str
+    redis: Redis, redis_prefix: str, routing_refresh: float
 ) -> None:
-    reg = make(redis, redis_prefix)
+    reg = make(redis, redis_prefix, routing_refresh=routing_refresh)
     await reg.register(W1, status("m"))
     await reg.register(W2, status("m", queue=5))
     assert await reg.pick_worker("m", "shortest_queue", exclude=[W1]) == W2
@@ -117,9 +125,9 @@ async def test_unknown_worker_heartbeat_asks_for_registration(
 
 
 async def test_shortest_queue_picks_least_loaded_and_counts_the_pick(
-    redis: Redis, redis_prefix: str
+    redis: Redis, redis_prefix: str, routing_refresh: float
 ) -> None:
-    reg = make(redis, redis_prefix)
+    reg = make(redis, redis_prefix, routing_refresh=routing_refresh)
     await reg.register(W1, status("m", queue=2))
     await reg.register(W2, status("m", queue=0))
     picks = [await reg.pick_worker("m", "shortest_queue") for _ in range(4)]
@@ -129,15 +137,19 @@ async def test_shortest_queue_picks_least_loaded_and_counts_the_pick(
     assert await reg.pick_worker("other", "shortest_queue") is None
 
 
-async def test_shortest_queue_weighs_by_speed(redis: Redis, redis_prefix: str) -> None:
-    reg = make(redis, redis_prefix)
+async def test_shortest_queue_weighs_by_speed(
+    redis: Redis, redis_prefix: str, routing_refresh: float
+) -> None:
+    reg = make(redis, redis_prefix, routing_refresh=routing_refresh)
     await reg.register(W1, status("m", queue=4, speed=4.0))
     await reg.register(W2, status("m", queue=2, speed=1.0))
     assert await reg.pick_worker("m", "shortest_queue") == W1
 
 
-async def test_lottery_follows_speed(redis: Redis, redis_prefix: str) -> None:
-    reg = make(redis, redis_prefix)
+async def test_lottery_follows_speed(
+    redis: Redis, redis_prefix: str, routing_refresh: float
+) -> None:
+    reg = make(redis, redis_prefix, routing_refresh=routing_refresh)
     await reg.register(W1, status("m", speed=10.0))
     await reg.register(W2, status("m", speed=0.0))  # counted as the least speed, 0.1
     picks = Counter([await reg.pick_worker("m", "lottery") for _ in range(200)])
@@ -147,9 +159,71 @@ async def test_lottery_follows_speed(redis: Redis, redis_prefix: str) -> None:
     assert await reg.pick_worker("m", "lottery") is None
 
 
-async def test_pick_does_not_resurrect_an_expired_worker(redis: Redis, redis_prefix: str) -> None:
-    reg = make(redis, redis_prefix, expiration=0.2)
+async def test_pick_does_not_resurrect_an_expired_worker(
+    redis: Redis, redis_prefix: str, routing_refresh: float
+) -> None:
+    reg = make(redis, redis_prefix, 0.2, routing_refresh)
     await reg.register(W1, status("m"))
     await asyncio.sleep(0.3)
     assert await reg.pick_worker("m", "shortest_queue") is None
     assert not await redis.exists(RedisKeys(redis_prefix).worker(W1))
+
+
+async def test_routing_view_picks_a_worker_registered_through_another_controller(
+    redis: Redis, redis_prefix: str
+) -> None:
+    here = make(redis, redis_prefix, routing_refresh=60.0)
+    other = make(redis, redis_prefix)
+    try:
+        await here.register(W1, status("m"))
+        assert await here.pick_worker("m", "shortest_queue") == W1
+        await other.register(W2, status("n"))
+        # The view names no worker of "n": it is read again rather than answering "none".
+        assert await here.pick_worker("n", "shortest_queue") == W2
+    finally:
+        await here.aclose()
+
+
+async def test_routing_view_drops_a_worker_removed_here_at_once(
+    redis: Redis, redis_prefix: str
+) -> None:
+    reg = make(redis, redis_prefix, routing_refresh=60.0)
+    try:
+        await reg.register(W1, status("m"))
+        await reg.register(W2, status("m", queue=9))
+        assert await reg.pick_worker("m", "shortest_queue") == W1
+        await reg.remove(W1)  # as failover does with a worker that refused the connection
+        assert {await reg.pick_worker("m", "shortest_queue") for _ in range(5)} == {W2}
+    finally:
+        await reg.aclose()
+
+
+async def test_routing_view_follows_other_controllers_within_its_refresh(
+    redis: Redis, redis_prefix: str
+) -> None:
+    reg = make(redis, redis_prefix, routing_refresh=0.05)
+    other = make(redis, redis_prefix)
+    try:
+        await reg.register(W1, status("m"))
+        await reg.register(W2, status("m", queue=1))
+        assert await reg.pick_worker("m", "shortest_queue") == W1
+        await other.heartbeat(W1, 50)  # W1 got busy through other controllers
+        await asyncio.sleep(0.3)
+        assert {await reg.pick_worker("m", "shortest_queue") for _ in range(5)} == {W2}
+    finally:
+        await reg.aclose()
+
+
+async def test_routing_view_counts_each_pick_here_at_once_and_in_redis(
+    redis: Redis, redis_prefix: str
+) -> None:
+    """A burst spreads over the workers by this controller's own counts, and the counts reach
+    Redis for the other controllers."""
+    reg = make(redis, redis_prefix, routing_refresh=60.0)
+    await reg.register(W1, status("m"))
+    await reg.register(W2, status("m"))
+    picks = await asyncio.gather(*(reg.pick_worker("m", "shortest_queue") for _ in range(10)))
+    await reg.aclose()
+    assert Counter(picks) == Counter({W1: 5, W2: 5})
+    workers = await make(redis, redis_prefix).workers()
+    assert (workers[W1].queue_length, workers[W2].queue_length) == (5, 5)
