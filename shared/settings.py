@@ -186,6 +186,14 @@ class ControllerSettings(_Section):
         description="seconds without a heartbeat after which a worker leaves routing (always: "
         "a registration's check_heart_beat is not honoured)",
     )
+    routing_refresh: float = Field(
+        0.5,
+        ge=0,
+        description="seconds between the controller's reads of the worker registry for choosing "
+        "workers (read in the background while requests come; a request waits for a read only "
+        "when the last is older than heart_beat_expiration or names no worker of its model); "
+        "0: read on every request",
+    )
     worker_status_timeout: float = Field(
         5.0, description="timeout in seconds of the controller's status polls of a worker"
     )
@@ -361,8 +369,15 @@ class WorkerSettings(ModelSettings):
     )
     prefill_chunk: int = Field(
         512,
-        description="prompt tokens prefilled per scheduler step, so long prompts do not stall "
-        "running streams",
+        description="prompt tokens per prefill pass (a group of whole prompts, or a chunk of a "
+        "long one), so long prompts do not stall running streams",
+    )
+    prefill_budget: int = Field(
+        2048,
+        ge=1,
+        description="prompt tokens prefilled between two decode steps while streams run: "
+        "requests arriving together start sooner, running streams wait up to this much "
+        "prefill for one token",
     )
     fast_path: bool = Field(
         True,

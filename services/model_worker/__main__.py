@@ -102,6 +102,7 @@ def local_engine(
         max_queue=settings.max_queue,
         stream_interval=settings.stream_interval,
         prefill_chunk=settings.prefill_chunk,
+        prefill_budget=settings.prefill_budget,
         embedding_batch_size=settings.embedding_batch_size,
         fast_path=settings.fast_path,
         prefix_cache_mb=settings.prefix_cache_mb,

@@ -112,10 +112,12 @@ class BatchScheduler:
         prefix_cache_bytes: int = 0,
         decode_threads_below: int = 0,
         kv_cache_bytes: int = 0,
+        prefill_budget: int = 2048,
     ) -> None:
         self._device = model.device
         self.max_batch_size = max_batch_size
         self.prefill_chunk = prefill_chunk
+        self.prefill_budget = prefill_budget
         self._incoming: collections.deque[Sequence] = collections.deque()
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._prefilling: tuple[list[Sequence], Prefill] | None = None
@@ -212,11 +214,20 @@ class BatchScheduler:
             )
 
     def _iteration(self) -> bool:
-        while self._incoming:
-            self._waiting.append(self._incoming.popleft())
-        self._drop_cancelled()
+        """Prefill while requests wait, up to ``prefill_budget`` prompt tokens once streams
+        run, then one decode step. Many clients arriving together then get their first tokens
+        after the prefills alone, not after a decode step between every two prefill groups;
+        a running stream waits at most about one budget of prefill for its next token."""
         self._threads.use(self._threads.full)
-        busy = self._prefill_one_chunk()
+        busy, prefilled = False, 0
+        while not self._rows or prefilled < self.prefill_budget:
+            while self._incoming:
+                self._waiting.append(self._incoming.popleft())
+            self._drop_cancelled()
+            tokens = self._prefill_one_chunk()
+            if not tokens:
+                break
+            busy, prefilled = True, prefilled + tokens
         if self._rows:
             self._threads.use(self._threads.for_rows(len(self._rows)))
             self._decode_step()
@@ -258,13 +269,14 @@ class BatchScheduler:
                 break
         return group
 
-    def _prefill_one_chunk(self) -> bool:
+    def _prefill_one_chunk(self) -> int:
         """One prefill pass: a group of whole prompts (one left- or right-padded pass, one
         pass's fixed cost for all of them: what makes many clients arriving together start
-        fast), or the next chunk of one long prompt."""
+        fast), or the next chunk of one long prompt. Returns the prompt positions it computed
+        (a group's, padded), 0 when there was nothing to prefill."""
         if self._prefilling is None:
             if not self._waiting or len(self._rows) >= self.max_batch_size:
-                return False
+                return 0
             group = self._take_group()
             # Within the cache's budget: a smaller group, or (while rows run, which will free
             # memory) none yet. One request alone always runs.
@@ -272,13 +284,17 @@ class BatchScheduler:
                 self._waiting.appendleft(group.pop())
             if self._rows and not self._batch.fits([s.prompt_ids for s in group]):
                 self._waiting.extendleft(reversed(group))
-                return False
+                return 0
             self._prefilling = (group, Prefill([s.prompt_ids for s in group]))
         group, pre = self._prefilling
+        if len(group) > 1:
+            tokens = len(group) * max(len(s.prompt_ids) for s in group)
+        else:
+            tokens = max(1, min(self.prefill_chunk, len(group[0].prompt_ids) - pre.done))
         try:
             logits = self._batch.advance(pre, self.prefill_chunk)
             if logits is None:
-                return True
+                return tokens
             choices = [
                 s.sampler.choose(
                     logits[i : i + 1], s.token_ids(self._device), s.decoder.token_events
@@ -290,10 +306,10 @@ class BatchScheduler:
             self._prefilling = None
             for seq in group:
                 seq.finish(error_chunk_for(exc))
-            return True
+            return tokens
         self._prefilling = None
         self._start_decoding(group, pre, choices)
-        return True
+        return tokens
 
     def _start_decoding(
         self, group: list[Sequence], pre: Prefill, choices: list[tuple[int, float | None]]

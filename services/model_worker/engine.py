@@ -190,6 +190,7 @@ class ModelEngine(ServingEngine):
         prefix_cache_mb: int = 0,
         single_thread_below: int = 0,
         kv_cache_mb: int = 0,
+        prefill_budget: int = 2048,
     ) -> None:
         super().__init__(
             model_names,
@@ -219,6 +220,7 @@ class ModelEngine(ServingEngine):
                 prefix_cache_mb << 20,
                 single_thread_below,
                 kv_cache_mb << 20,
+                prefill_budget,
             )
         else:
             self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")

@@ -155,8 +155,55 @@ async def test_short_request_joins_and_leaves_while_a_long_one_runs(make_engine:
     await long_task
 
 
+async def test_requests_arriving_together_all_start_before_the_next_decode_step(
+    make_engine: Any,
+) -> None:
+    """Prompts that do not fit one prefill pass together are prefilled one pass after another,
+    within the prefill budget, before the first of them decodes its second token (not a decode
+    step between every two passes, which held the last one's first token back)."""
+    engine = make_engine("batch", delay=0.02, prefill_chunk=16, prefill_budget=2048)
+    rows = engine._scheduler._batch
+    passes: list[str] = []
+    forward = rows.forward
+
+    def recording(*args: Any, **kw: Any) -> Any:
+        ids = args[0] if args else kw["input_ids"]
+        passes.append("prefill" if ids.shape[1] > 1 else "decode")
+        return forward(*args, **kw)
+
+    rows.forward = recording
+    prompts = [f"Question {i}: what is {i} plus {i}?" for i in range(5)]
+    results = await asyncio.gather(
+        *(engine.generate(params(prompt=p, max_new_tokens=4)) for p in prompts)
+    )
+    assert all(r["usage"]["completion_tokens"] == 4 for r in results)
+    prefills = [i for i, kind in enumerate(passes) if kind == "prefill"]
+    assert len(prefills) >= 3, passes  # the prompts did take several passes
+    assert prefills[-1] < passes.index("decode"), passes
+
+
+async def test_prefill_budget_lets_running_streams_decode_between_prefill_passes(
+    make_engine: Any,
+) -> None:
+    engine = make_engine("batch", delay=0.02, prefill_chunk=16, prefill_budget=16)
+    rows = engine._scheduler._batch
+    passes: list[str] = []
+    forward = rows.forward
+
+    def recording(*args: Any, **kw: Any) -> Any:
+        ids = args[0] if args else kw["input_ids"]
+        passes.append("prefill" if ids.shape[1] > 1 else "decode")
+        return forward(*args, **kw)
+
+    rows.forward = recording
+    prompts = [f"Question {i}: what is {i} plus {i}?" for i in range(5)]
+    await asyncio.gather(*(engine.generate(params(prompt=p, max_new_tokens=4)) for p in prompts))
+    prefills = [i for i, kind in enumerate(passes) if kind == "prefill"]
+    assert "decode" in passes[prefills[0] : prefills[-1]], passes
+
+
 async def test_long_prefill_is_chunked_between_decode_steps(make_engine: Any) -> None:
-    engine = make_engine("batch", delay=0.003, prefill_chunk=8)
+    engine = make_engine("batch", delay=0.003, prefill_chunk=8, prefill_budget=16)
     arrivals: list[float] = []
 
     async def streaming() -> None:

@@ -178,9 +178,12 @@ async def test_prefix_cache_and_shared_prompts_keep_the_answers(
         expected = [(await plain.generate(request(c)))["text"] for c in chats]
         together = await asyncio.gather(*(cached.generate(request(c)) for c in chats))
         assert [r["text"] for r in together] == expected
-        # Every chat after the first found the system part (at least) in the cache.
-        assert rows.prefixes.hits >= len(chats) - 1
-        assert rows.prefixes.hit_tokens >= (len(chats) - 1) * MIN_SHARED_TOKENS
+        # Every distinct chat after the first found the system part (at least) in the cache.
+        # (The repeated chat either does too, or shares its twin's row when both are prefilled
+        # in one pass; which happens depends on how the submissions fall into passes.)
+        distinct = len(set(chats))
+        assert rows.prefixes.hits >= distinct - 1
+        assert rows.prefixes.hit_tokens >= (distinct - 1) * MIN_SHARED_TOKENS
         hits = rows.prefixes.hit_tokens
         again = await cached.generate(request(chats[1]))
         assert again["text"] == expected[1]
