@@ -190,7 +190,7 @@ class ControllerSettings(_Section):
         0.5,
         ge=0,
         description="seconds between the controller's reads of the worker registry for choosing "
-        "workers (read in the background while requests come; a request waits for a read only "
+        "workers (in the background, from the first request on; a request waits for a read only "
         "when the last is older than heart_beat_expiration or names no worker of its model); "
         "0: read on every request",
     )

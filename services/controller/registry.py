@@ -61,9 +61,9 @@ def _decode_worker(name: str, fields: dict[str, str]) -> WorkerInfo:
 class WorkerRegistry:
     """Registration, heartbeats, listing and dispatch over a shared Redis.
 
-    Dispatch (``pick_worker``) reads the workers from a view of the registry that is read again
-    at most every ``routing_refresh`` seconds, in the background while requests keep coming, and
-    synchronously once it is older than ``expiration`` or names no worker for the model. Reading
+    Dispatch (``pick_worker``) reads the workers from a view of the registry that a background
+    task reads again every ``routing_refresh`` seconds (from the first pick on); a pick reads it
+    itself only when it is older than ``expiration`` or names no worker for the model. Reading
     Redis on every request cost three round trips before the request could go to its worker;
     on one event loop, a burst of N requests then reached the workers only after all N had done
     their reads, so every request's first token waited on the whole burst. Registrations and

@@ -220,7 +220,7 @@ class BatchScheduler:
         a running stream waits at most about one budget of prefill for its next token."""
         self._threads.use(self._threads.full)
         busy, prefilled = False, 0
-        while not self._rows or prefilled < self.prefill_budget:
+        while (not self._rows or prefilled < self.prefill_budget) and not self._stopping:
             while self._incoming:
                 self._waiting.append(self._incoming.popleft())
             self._drop_cancelled()
