@@ -155,13 +155,8 @@ async def test_short_request_joins_and_leaves_while_a_long_one_runs(make_engine:
     await long_task
 
 
-async def test_requests_arriving_together_all_start_before_the_next_decode_step(
-    make_engine: Any,
-) -> None:
-    """Prompts that do not fit one prefill pass together are prefilled one pass after another,
-    within the prefill budget, before the first of them decodes its second token (not a decode
-    step between every two passes, which held the last one's first token back)."""
-    engine = make_engine("batch", delay=0.02, prefill_chunk=16, prefill_budget=2048)
+def record_passes(engine: ModelEngine) -> list[str]:
+    """The kind of each forward pass the engine's scheduler runs from now on, in order."""
     rows = engine._scheduler._batch
     passes: list[str] = []
     forward = rows.forward
@@ -172,6 +167,17 @@ async def test_requests_arriving_together_all_start_before_the_next_decode_step(
         return forward(*args, **kw)
 
     rows.forward = recording
+    return passes
+
+
+async def test_requests_arriving_together_all_start_before_the_next_decode_step(
+    make_engine: Any,
+) -> None:
+    """Prompts that do not fit one prefill pass together are prefilled one pass after another,
+    within the prefill budget, before the first of them decodes its second token (not a decode
+    step between every two passes, which held the last one's first token back)."""
+    engine = make_engine("batch", delay=0.02, prefill_chunk=16, prefill_budget=2048)
+    passes = record_passes(engine)
     prompts = [f"Question {i}: what is {i} plus {i}?" for i in range(5)]
     results = await asyncio.gather(
         *(engine.generate(params(prompt=p, max_new_tokens=4)) for p in prompts)
@@ -186,16 +192,7 @@ async def test_prefill_budget_lets_running_streams_decode_between_prefill_passes
     make_engine: Any,
 ) -> None:
     engine = make_engine("batch", delay=0.02, prefill_chunk=16, prefill_budget=16)
-    rows = engine._scheduler._batch
-    passes: list[str] = []
-    forward = rows.forward
-
-    def recording(*args: Any, **kw: Any) -> Any:
-        ids = args[0] if args else kw["input_ids"]
-        passes.append("prefill" if ids.shape[1] > 1 else "decode")
-        return forward(*args, **kw)
-
-    rows.forward = recording
+    passes = record_passes(engine)
     prompts = [f"Question {i}: what is {i} plus {i}?" for i in range(5)]
     await asyncio.gather(*(engine.generate(params(prompt=p, max_new_tokens=4)) for p in prompts))
     prefills = [i for i, kind in enumerate(passes) if kind == "prefill"]
