@@ -43,7 +43,14 @@ QUESTIONS = [
 
 
 def start_worker(port: int, extra: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # A worker of its own on loopback, without credentials (not the worker token `make up`
+    # wrote into .env, which its clients here do not send).
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "CAMEL_ENV_FILE": "",
+        "ALLOW_UNAUTHENTICATED": "true",
+    }
     cmd = [
         sys.executable,
         "-m",

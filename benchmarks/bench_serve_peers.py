@@ -177,6 +177,9 @@ def ours(
         [sys.executable, "scripts/ensure_redis.py"], cwd=ROOT, text=True
     ).strip()
     env = {
+        # A stack of its own: not the credentials `make up` wrote into .env (with them, the
+        # controller asked for a key and the benchmark never saw the worker's model).
+        "CAMEL_ENV_FILE": "",
         "ALLOW_UNAUTHENTICATED": "true",
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": f"bench-serve-peers-{os.getpid()}:",
