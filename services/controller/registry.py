@@ -183,40 +183,23 @@ class WorkerRegistry:
         """Choose a worker for ``model`` other than those in ``exclude`` (tried already); None
         when no such live worker serves it."""
         if self._routing_refresh <= 0:
-            return await self._pick(await self.workers(), model, method, exclude)
-        view, fresh = await self._routing_view()
-        picked = await self._pick(view, model, method, exclude)
-        if picked is None and not fresh:
+            workers, fresh = await self.workers(), True
+        else:
+            workers, fresh = await self._routing_view()
+        best = _choose(workers, model, method, exclude)
+        if best is None and not fresh:
             # The view may predate the worker (registered through another controller).
-            picked = await self._pick(await self._read_view(), model, method, exclude)
-        return picked
-
-    async def _pick(
-        self,
-        workers: dict[str, WorkerInfo],
-        model: str,
-        method: DispatchMethod,
-        exclude: Collection[str],
-    ) -> str | None:
-        candidates = [
-            w for w in workers.values() if model in w.model_names and w.name not in exclude
-        ]
-        if not candidates:
-            return None
-        if method == "lottery":
-            weights = [max(w.speed, 0.0) for w in candidates]
-            if sum(weights) < 1e-4:
-                return None
-            return random.choices(candidates, weights=weights, k=1)[0].name
-        best = min(candidates, key=lambda w: w.queue_length / max(w.speed, 1e-4))
+            best = _choose(await self._read_view(), model, method, exclude)
+        if best is None or method == "lottery":
+            return None if best is None else best.name
         # Count the request against the worker until its next heartbeat reports the truth,
         # so a burst of requests spreads over workers instead of piling on one.
         increment = self._increment_script(keys=[self._keys.worker(best.name)], args=[])
         if self._routing_refresh <= 0:
             await increment
-            return best.name
-        best.queue_length += 1  # in this controller's view at once; in Redis for the others
-        self._in_background(increment, "count_request")
+        else:
+            best.queue_length += 1  # in this controller's view at once; in Redis for the others
+            self._in_background(increment, "count_request")
         return best.name
 
     # ---- the dispatch view ----------------------------------------------------------------
@@ -286,3 +269,19 @@ class WorkerRegistry:
             self._refresher = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _choose(
+    workers: dict[str, WorkerInfo], model: str, method: DispatchMethod, exclude: Collection[str]
+) -> WorkerInfo | None:
+    """Shortest queue for its speed, or a lottery weighted by speed, among the workers of
+    ``model`` not in ``exclude``."""
+    candidates = [w for w in workers.values() if model in w.model_names and w.name not in exclude]
+    if not candidates:
+        return None
+    if method == "lottery":
+        weights = [max(w.speed, 0.0) for w in candidates]
+        if sum(weights) < 1e-4:
+            return None
+        return random.choices(candidates, weights=weights, k=1)[0]
+    return min(candidates, key=lambda w: w.queue_length / max(w.speed, 1e-4))
