@@ -224,6 +224,13 @@ class ControllerSettings(_Section):
         description="idle connections to workers kept open for the next requests; connections "
         "in use are not capped here (each worker's own concurrency limit bounds them)",
     )
+    worker_keepalive_expiry: float = Field(
+        60.0,
+        gt=0,
+        description="seconds an idle connection to a worker is kept for the next request; "
+        "below the worker's own keep-alive (WORKER_KEEP_ALIVE), so a burst after a quiet "
+        "spell does not reconnect",
+    )
     worker_retries: int = Field(
         2,
         ge=0,
@@ -378,6 +385,24 @@ class WorkerSettings(ModelSettings):
         description="prompt tokens prefilled between two decode steps while streams run: "
         "requests arriving together start sooner, running streams wait up to this much "
         "prefill for one token",
+    )
+    gather_gap_ms: float = Field(
+        5.0,
+        ge=0,
+        description="with nothing running, the first prefill pass waits while requests keep "
+        "arriving: until none has come for this long, a pass is full, or gather_max_ms; a "
+        "burst then shares passes instead of its first request going alone (a lone request "
+        "waits this long); 0: start at once",
+    )
+    gather_max_ms: float = Field(
+        30.0, ge=0, description="the longest the first prefill pass waits for a burst"
+    )
+    keep_alive: float = Field(
+        75.0,
+        gt=0,
+        description="seconds an idle HTTP connection stays open: longer than the controller "
+        "keeps its idle connections (CONTROLLER_WORKER_KEEPALIVE_EXPIRY), so the controller "
+        "closes them first and never sends a request on one the worker is closing",
     )
     fast_path: bool = Field(
         True,

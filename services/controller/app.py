@@ -64,6 +64,7 @@ def _lifespan(common: CommonSettings, settings: ControllerSettings, worker_token
         limits = httpx.Limits(
             max_connections=None,
             max_keepalive_connections=settings.worker_keepalive_connections,
+            keepalive_expiry=settings.worker_keepalive_expiry,
         )
         try:
             async with httpx.AsyncClient(timeout=timeout, headers=headers, limits=limits) as client:

@@ -103,6 +103,8 @@ def local_engine(
         stream_interval=settings.stream_interval,
         prefill_chunk=settings.prefill_chunk,
         prefill_budget=settings.prefill_budget,
+        gather_gap_ms=settings.gather_gap_ms,
+        gather_max_ms=settings.gather_max_ms,
         embedding_batch_size=settings.embedding_batch_size,
         fast_path=settings.fast_path,
         prefix_cache_mb=settings.prefix_cache_mb,
@@ -158,7 +160,13 @@ def main(argv: list[str] | None = None) -> None:
         auth=auth,
         max_body_bytes=settings.max_body_bytes,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_keep_alive=round(settings.keep_alive),
+    )
 
 
 if __name__ == "__main__":

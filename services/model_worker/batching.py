@@ -113,11 +113,17 @@ class BatchScheduler:
         decode_threads_below: int = 0,
         kv_cache_bytes: int = 0,
         prefill_budget: int = 2048,
+        *,
+        gather_gap: float = 0.0,
+        gather_max: float = 0.0,
     ) -> None:
         self._device = model.device
         self.max_batch_size = max_batch_size
         self.prefill_chunk = prefill_chunk
         self.prefill_budget = prefill_budget
+        self.gather_gap = gather_gap
+        self.gather_max = gather_max
+        self._last_arrival = 0.0
         self._incoming: collections.deque[Sequence] = collections.deque()
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._prefilling: tuple[list[Sequence], Prefill] | None = None
@@ -142,6 +148,7 @@ class BatchScheduler:
         with self._admitted_lock:
             self._admitted += 1
             self._preparing += 1
+            self._last_arrival = time.monotonic()
 
     def unreserve(self) -> None:
         with self._admitted_lock:
@@ -219,6 +226,8 @@ class BatchScheduler:
         after the prefills alone, not after a decode step between every two prefill groups;
         a running stream waits at most about one budget of prefill for its next token."""
         self._threads.use(self._threads.full)
+        if not self._rows and self._prefilling is None and self.gather_max > 0:
+            self._gather_burst()
         busy, prefilled = False, 0
         while (not self._rows or prefilled < self.prefill_budget) and not self._stopping:
             while self._incoming:
@@ -233,6 +242,37 @@ class BatchScheduler:
             self._decode_step()
             busy = True
         return busy
+
+    def _gather_burst(self) -> None:
+        """With nothing running, wait before the first prefill pass while requests keep
+        arriving: until a pass's worth waits, none has arrived for ``gather_gap`` seconds (none
+        is being tokenised either), or the oldest waiting request has waited ``gather_max``
+        (one left over from a bigger burst does not wait again).
+
+        A pass costs about the same for one prompt as for a full group (reading the weights
+        dominates), so a burst whose first request went alone paid a whole extra pass before
+        the rest got their first tokens. The controller relays a burst one request at a time,
+        so without this its first request nearly always went alone.
+        """
+        while not self._stopping:
+            self._wake.clear()
+            while self._incoming:
+                self._waiting.append(self._incoming.popleft())
+            if not self._waiting or self._fills_a_pass():
+                return
+            now = time.monotonic()
+            deadline = min(s.submitted_at for s in self._waiting) + self.gather_max
+            quiet_from = self._last_arrival + self.gather_gap
+            if now >= deadline or (now >= quiet_from and not self._preparing):
+                return
+            self._wake.wait((min(quiet_from, deadline) if now < quiet_from else deadline) - now)
+
+    def _fills_a_pass(self) -> bool:
+        longest = max(len(s.prompt_ids) for s in self._waiting)
+        return (
+            len(self._waiting) >= self.max_batch_size - len(self._rows)
+            or longest * len(self._waiting) >= self.prefill_chunk
+        )
 
     def _drop_cancelled(self) -> None:
         if any(s.cancelled.is_set() for s in self._waiting):

@@ -191,6 +191,8 @@ class ModelEngine(ServingEngine):
         single_thread_below: int = 0,
         kv_cache_mb: int = 0,
         prefill_budget: int = 2048,
+        gather_gap_ms: float = 0.0,
+        gather_max_ms: float = 0.0,
     ) -> None:
         super().__init__(
             model_names,
@@ -221,6 +223,8 @@ class ModelEngine(ServingEngine):
                 single_thread_below,
                 kv_cache_mb << 20,
                 prefill_budget,
+                gather_gap=gather_gap_ms / 1000,
+                gather_max=gather_max_ms / 1000,
             )
         else:
             self._executor = ThreadPoolExecutor(max_batch_size, thread_name_prefix="generate")

@@ -199,6 +199,48 @@ async def test_prefill_budget_lets_running_streams_decode_between_prefill_passes
     assert "decode" in passes[prefills[0] : prefills[-1]], passes
 
 
+async def submitted_apart(engine: ModelEngine, prompts: list[str], apart: float) -> list[dict]:
+    """Requests arriving one after another ``apart`` seconds apart, as a controller relays a
+    burst; their results once all are done."""
+    tasks = []
+    for prompt in prompts:
+        tasks.append(asyncio.create_task(engine.generate(params(prompt=prompt, max_new_tokens=3))))
+        await asyncio.sleep(apart)
+    return await asyncio.gather(*tasks)
+
+
+@pytest.mark.parametrize("gather", [False, True])
+async def test_a_burst_arriving_one_by_one_shares_the_first_prefill_pass(
+    make_engine: Any, gather: bool
+) -> None:
+    """With the gather window, requests arriving a little apart wait for each other and share
+    one prefill pass; without it each one that finds the scheduler idle starts alone."""
+    window = {"gather_gap_ms": 2000, "gather_max_ms": 5000} if gather else {}
+    engine = make_engine("batch", **window)
+    passes = record_passes(engine)
+    prompts = [f"Question {i}: what is {i} plus {i}?" for i in range(4)]
+    results = await submitted_apart(engine, prompts, apart=0.2)
+    assert all(r["usage"]["completion_tokens"] == 3 for r in results)
+    assert passes.count("prefill") == (1 if gather else len(prompts)), passes
+
+
+async def test_the_gather_window_ends_when_a_pass_is_full_or_at_its_longest(
+    make_engine: Any,
+) -> None:
+    """A full pass starts at once however long the window; a lone request waits no longer than
+    ``gather_max_ms`` for company."""
+    engine = make_engine("batch", max_batch_size=2, gather_gap_ms=60_000, gather_max_ms=60_000)
+    prompts = [f"Question {i}: what is {i} plus {i}?" for i in range(2)]  # a full batch
+    results = await asyncio.wait_for(submitted_apart(engine, prompts, apart=0.0), timeout=30)
+    assert all(r["usage"]["completion_tokens"] == 3 for r in results)
+
+    engine = make_engine("batch", gather_gap_ms=60_000, gather_max_ms=300)
+    started = time.monotonic()
+    result = await asyncio.wait_for(engine.generate(params(max_new_tokens=2)), timeout=30)
+    assert result["usage"]["completion_tokens"] == 2
+    assert time.monotonic() - started >= 0.3
+
+
 async def test_long_prefill_is_chunked_between_decode_steps(make_engine: Any) -> None:
     engine = make_engine("batch", delay=0.003, prefill_chunk=8, prefill_budget=16)
     arrivals: list[float] = []
