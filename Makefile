@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: help install deepspeed-cpu default-model chromium nginx compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve bench-serve-peers
+.PHONY: help install deepspeed-cpu default-model chromium nginx compose-check up down ps demo test test-fast test-faults test-containers test-message lint format clean bench-ingest bench-serve bench-hop bench-serve-peers
 
 help:
 	@echo "make up            start the stack of compose.yaml (Docker Compose, or local processes);"
@@ -25,6 +25,7 @@ help:
 	@echo "make lint          ruff"
 	@echo "make bench-ingest  dataset ingestion benchmark (100k synthetic conversations)"
 	@echo "make bench-serve   batching worker vs one-at-a-time baseline, 1/4/16/64 clients"
+	@echo "make bench-hop          the controller hop: via the controller vs straight to the worker, alternating pairs"
 	@echo "make bench-serve-peers  ours vs FastChat 0.2.36 and vLLM CPU (venvs in PEERS_DIR)"
 	@echo "make bench-ingest-peers  FastChat's ShareGPT clean+split vs our ingestor, same file"
 	@echo "make gpu-check     decode, training MFU and QLoRA memory on the GPU vs the goals"
@@ -140,6 +141,10 @@ bench-train: $(STAMP) default-model
 
 bench-serve: $(STAMP) default-model
 	$(PY) benchmarks/bench_serve.py
+
+# The controller hop: the same clients via the controller and straight to the worker, alternating.
+bench-hop: $(STAMP) default-model
+	$(PY) benchmarks/bench_hop.py
 
 # The peers live in their own venvs outside the repo, installed once (a lock: other checkouts may
 # be installing the same ones). Not part of make test.
