@@ -397,8 +397,8 @@ class WorkerSettings(ModelSettings):
     gather_max_ms: float = Field(
         30.0, ge=0, description="the longest the first prefill pass waits for a burst"
     )
-    keep_alive: float = Field(
-        75.0,
+    keep_alive: int = Field(
+        75,
         gt=0,
         description="seconds an idle HTTP connection stays open: longer than the controller "
         "keeps its idle connections (CONTROLLER_WORKER_KEEPALIVE_EXPIRY), so the controller "

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        timeout_keep_alive=round(settings.keep_alive),
+        timeout_keep_alive=settings.keep_alive,
     )
 
 
